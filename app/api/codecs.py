@@ -1,0 +1,138 @@
+"""Request decoding: bodies read with a size limit while they stream in, JSON (NaN allowed in,
+rejected later as non-finite), multipart forms for curl, and `Accept` negotiation."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
+
+from app.api.problems import validation_error
+from app.errors import BadRequest, PayloadTooLarge, UnsupportedMedia
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it exceeds `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body of {declared} bytes exceeds MAX_BODY_BYTES={limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body exceeds MAX_BODY_BYTES={limit}")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # lets Starlette's form parser reuse what was read
+    return body
+
+
+def parse_json(body: bytes) -> Any:
+    if not body.strip():
+        raise BadRequest("empty body: send a JSON object")
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("malformed JSON: nested too deeply") from None
+
+
+def _form_value(name: str, raw: str) -> Any:
+    if name in ("params", "render"):
+        try:
+            return json.loads(raw) if raw.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise BadRequest(f"form field '{name}' must be JSON: {exc}") from None
+    if name == "outputs":
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    if name == "top_k":
+        return int(raw) if raw.strip().lstrip("-").isdigit() else raw
+    if name == "target":
+        text = raw.strip()
+        if text in ("", "null"):
+            return None
+        if text.lstrip("-").isdigit():
+            return int(text)
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise BadRequest(f"form field 'target' must be an index, a label or JSON: {exc}") from None
+        return text
+    return raw
+
+
+async def _parse_form(request: Request, limit: int) -> tuple[dict[str, Any], list[bytes]]:
+    fields: dict[str, Any] = {}
+    files: list[bytes] = []
+    try:
+        form = await request.form(max_files=1000, max_fields=100, max_part_size=limit)
+    except Exception as exc:
+        raise BadRequest(f"malformed multipart body: {exc}") from None
+    async with form:
+        for name, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                if name != "file":
+                    raise BadRequest(f"file parts must be named 'file', got '{name}'")
+                files.append(await value.read())
+            else:
+                fields[name] = _form_value(name, value)
+    return fields, files
+
+
+async def parse_request(request: Request, model: type[M], limit: int) -> tuple[M, list[bytes]]:
+    """The request model from JSON or multipart, plus any uploaded file bytes."""
+    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    files: list[bytes] = []
+    if content_type == "multipart/form-data":
+        await read_body(request, limit)
+        data, files = await _parse_form(request, limit)
+        if files:
+            data.setdefault("instances", [])
+        elif "instances" in data and isinstance(data["instances"], str):
+            data["instances"] = parse_json(data["instances"].encode())
+    elif content_type == "application/json" or content_type.endswith("+json"):
+        data = parse_json(await read_body(request, limit))
+    else:
+        raise UnsupportedMedia(
+            f"unsupported content type '{content_type}': send application/json or multipart/form-data")
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object")
+    if files and not data.get("instances"):
+        data["instances"] = []
+        try:
+            parsed = model.model_validate({**data, "instances": [{"b64": ""}]})
+        except ValidationError as exc:
+            raise validation_error(exc.errors(include_url=False)) from None  # type: ignore[arg-type]
+        return parsed.model_copy(update={"instances": []}), files
+    try:
+        return model.model_validate(data), files
+    except ValidationError as exc:
+        raise validation_error(exc.errors(include_url=False)) from None  # type: ignore[arg-type]
+
+
+def wants_png(request: Request) -> bool:
+    """`Accept: image/png` (and not JSON) asks for the overlay bytes themselves."""
+    accept = request.headers.get("accept", "").lower()
+    types = [part.split(";")[0].strip() for part in accept.split(",")]
+    return "image/png" in types and "application/json" not in types
+
+
+def header_timeout(request: Request) -> float | None:
+    raw = request.headers.get("x-request-timeout")
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadRequest("X-Request-Timeout must be a number of seconds") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise BadRequest("X-Request-Timeout must be a positive number of seconds")
+    return value

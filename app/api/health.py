@@ -1,0 +1,44 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+import orjson
+from app.api.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
+from app.api.deps import ServiceDep, SettingsDep, check_key
+from app.api.middleware import LABELS_KEY
+from app.api.problems import problem_responses
+from app.errors import NotReady
+from app.schemas import Health, Readiness
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz() -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/readyz", response_model=Readiness, responses=problem_responses(503))
+async def readyz(request: Request, service: ServiceDep) -> Response:
+    request.scope[LABELS_KEY]["route"] = "readyz"
+    registry = service.registry
+    if registry.state != "ready":
+        what = "starting" if registry.state == "starting" else "draining"
+        error = NotReady(f"the service is {what}", headers={"Retry-After": "5"})
+        body = error.problem() | {"models": registry.statuses()}
+        return Response(orjson.dumps(body), status_code=503, media_type="application/problem+json",
+                        headers=error.headers)
+    return JSONResponse({"status": "ready", "models": registry.statuses()})
+
+
+@router.get("/metrics", response_class=Response, responses={
+    200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text"},
+    **problem_responses(401, 403)})
+async def metrics(request: Request, service: ServiceDep, settings: SettingsDep) -> Response:
+    if settings.metrics_require_key:
+        check_key(settings, request)
+    return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)

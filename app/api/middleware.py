@@ -1,0 +1,60 @@
+"""ASGI middleware: request ids (echoed or made) on every response, and per-request metrics."""
+
+from __future__ import annotations
+
+import contextvars
+import re
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.metrics import Metrics
+
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+_SAFE_ID = re.compile(r"^[\w.:/+=@-]{1,128}$")
+LABELS_KEY = "explainserve.labels"
+
+
+class RequestContext:
+    """Sets `X-Request-ID` and records request counts and latency by route, model, method, status."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = None
+        for name, value in scope.get("headers", []):
+            if name == b"x-request-id":
+                incoming = value.decode("latin-1")
+                break
+        request_id = incoming if incoming and _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        labels: dict[str, str] = {}
+        scope[LABELS_KEY] = labels
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode("latin-1")))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = labels.get("route", "other")
+            model = labels.get("model", "")
+            method = labels.get("method", "")
+            self.metrics.requests.labels(route, model, method, str(status)).inc()
+            if route != "other":
+                self.metrics.latency.labels(route, model, "request").observe(time.perf_counter() - started)
+            request_id_var.reset(token)

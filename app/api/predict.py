@@ -1,0 +1,52 @@
+"""Predict on the three paths of API.md (REST, KServe V1, and model-in-body)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from app.api.codecs import header_timeout, parse_request
+from app.api.deps import Authorized, ServiceDep
+from app.api.middleware import LABELS_KEY
+from app.api.openapi import request_body
+from app.api.problems import problem_responses
+from app.api.responses import JSONResponse
+from app.errors import InvalidInput
+from app.schemas import PredictRequest, PredictResponse
+
+router = APIRouter(tags=["predict"], dependencies=[Authorized])
+
+_DOC = {
+    "response_model": PredictResponse,
+    "openapi_extra": request_body(PredictRequest),
+    "responses": problem_responses(400, 401, 403, 404, 413, 415, 422, 429, 503, 504),
+}
+
+
+async def _predict(model: str, request: Request, service: ServiceDep, in_body: bool) -> Response:
+    labels = request.scope[LABELS_KEY]
+    labels.update(route="predict", model=model)
+    deadline = service.deadline(header_timeout(request))
+    body, files = await parse_request(request, PredictRequest, service.settings.max_body_bytes)
+    if in_body:
+        if not body.model:
+            raise InvalidInput("POST /predict needs \"model\" in the body")
+        model = body.model
+        labels["model"] = model
+    answer = await service.predict(model, body.instances, body.top_k, deadline, files)
+    return JSONResponse(answer)
+
+
+@router.post("/v1/models/{model}/predict", **_DOC)  # type: ignore[arg-type]
+async def predict(model: str, request: Request, service: ServiceDep) -> Response:
+    return await _predict(model, request, service, in_body=False)
+
+
+@router.post("/v1/models/{model}:predict", **_DOC)  # type: ignore[arg-type]
+async def predict_kserve(model: str, request: Request, service: ServiceDep) -> Response:
+    return await _predict(model, request, service, in_body=False)
+
+
+@router.post("/predict", **_DOC)  # type: ignore[arg-type]
+async def predict_any(request: Request, service: ServiceDep) -> Response:
+    return await _predict("", request, service, in_body=True)

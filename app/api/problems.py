@@ -1,0 +1,84 @@
+"""Every error becomes application/problem+json (RFC 9457), mapped here and nowhere else."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from app.errors import ErrorItem, InternalError, InvalidInput, ServiceError
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+def problem_response(error: ServiceError) -> Response:
+    return Response(orjson.dumps(error.problem()), status_code=error.status,
+                    media_type=PROBLEM_MEDIA_TYPE, headers=dict(error.headers))
+
+
+def _http_problem(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
+    try:
+        title = HTTPStatus(status).phrase
+    except ValueError:
+        title = "Error"
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE,
+                    headers=headers)
+
+
+def validation_error(errors: list[dict[str, Any]], prefix: tuple[str | int, ...] = ()) -> InvalidInput:
+    """Pydantic errors as one 422 with every location."""
+    items = [ErrorItem((*prefix, *e["loc"]), str(e["msg"])) for e in errors]
+    first = items[0] if items else ErrorItem(prefix, "invalid")
+    where = ".".join(str(p) for p in first.loc) or "body"
+    detail = f"{where}: {first.msg}"
+    if len(items) > 1:
+        detail += f" (and {len(items) - 1} more)"
+    return InvalidInput(detail, items)
+
+
+async def _service_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServiceError)
+    if exc.status >= 500 and exc.status not in (503, 504):
+        logger.error("server fault on %s %s: %s", request.method, request.url.path, exc.detail)
+    return problem_response(exc)
+
+
+async def _request_validation(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"loc": tuple(e.get("loc", ())), "msg": e.get("msg", "invalid")} for e in exc.errors()]
+    return problem_response(validation_error(errors))
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    return _http_problem(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+
+
+async def _unhandled(request: Request, exc: Exception) -> Response:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem_response(InternalError("internal server error"))
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _request_validation)
+    app.add_exception_handler(StarletteHTTPException, _http_exception)
+    app.add_exception_handler(Exception, _unhandled)
+
+
+def _problem_content() -> dict[str, Any]:
+    return {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for problem+json answers."""
+    return {s: {"description": HTTPStatus(s).phrase, "content": _problem_content()} for s in statuses}

@@ -1,0 +1,62 @@
+"""Service settings: every environment variable of API.md, read in one place."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration from environment variables (names as in the README's settings table)."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=0, le=65535)
+    models: Path = Path("models/catalog.toml")
+    device: str = "auto"
+    """`auto` (first CUDA device when present, else cpu), `cpu`, `cuda` or `cuda:N`."""
+    workers_per_device: int = Field(1, ge=1, le=16)
+
+    max_batch_size: int = Field(64, ge=1)
+    """Most requests (work items) in one batch."""
+    max_batch_rows: int = Field(4096, ge=1)
+    """Most work rows (instances x passes) in one batch; larger items run alone, chunked by Captum."""
+    max_batch_delay_ms: float = Field(0.0, ge=0.0, le=1000.0)
+    """How long a worker waits for more work before running a batch that is not full."""
+    max_queue: int = Field(65536, ge=1)
+    """Most queued work rows per model before new requests get 429."""
+
+    max_instances: int = Field(64, ge=1)
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(40_000_000, ge=1)
+    request_timeout_s: float = Field(60.0, gt=0.0)
+    shutdown_grace_s: float = Field(30.0, ge=0.0)
+
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    metrics_require_key: bool = False
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    render_threads: int = Field(0, ge=0)
+    """Rendering thread pool size; 0 = the host's CPU count."""
+    decode_threads: int = Field(0, ge=0)
+    """Input decoding thread pool size; 0 = the host's CPU count."""
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return Settings()

@@ -1,0 +1,179 @@
+"""Reads and validates `catalog.toml` into `ModelSpec` objects (API.md "Model catalog")."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from app.errors import CatalogError
+
+Format = Literal["state_dict", "torchvision", "export", "torchscript"]
+Precision = Literal["fp32", "bf16", "fp16"]
+
+_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TabularSpec(_Strict):
+    """Standardisation applied before the model, and the `mean` baseline, in raw feature units."""
+
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _positive_std(self) -> TabularSpec:
+        if self.std is not None and any(s <= 0 for s in self.std):
+            raise ValueError("std values must be positive")
+        return self
+
+
+class ImageSpec(_Strict):
+    size: tuple[int, int] = Field((224, 224), description="height, width the model sees")
+    resize: Literal["stretch", "shorter_side_crop"] = "shorter_side_crop"
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    gradcam_layer: str | None = None
+
+    @model_validator(mode="after")
+    def _valid(self) -> ImageSpec:
+        if min(self.size) < 8 or max(self.size) > 4096:
+            raise ValueError("size must be [height, width] between 8 and 4096")
+        if any(s <= 0 for s in self.std):
+            raise ValueError("std values must be positive")
+        return self
+
+
+class ModelSpec(_Strict):
+    """One `[[models]]` entry, paths resolved against the catalog's folder."""
+
+    name: str = Field(pattern=_NAME_PATTERN)
+    kind: Literal["tabular", "image"]
+    task: Literal["classification", "regression"]
+    format: Format
+    builder: str | None = None
+    builder_args: dict[str, Any] = Field(default_factory=dict)
+    architecture: str | None = None
+    weights: Path | None = None
+    labels: list[str] | None = None
+    labels_file: Path | None = None
+    features: list[str] | None = None
+    default_method: str | None = None
+    methods: list[str] | None = None
+    method_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    output: Literal["logits", "probabilities"] | None = None
+    """What the module returns; absent = inferred (probabilities if it ends in Sigmoid/Softmax)."""
+    device: str | None = None
+    precision: Precision = "fp32"
+    compile: bool = False
+    max_batch_size: int | None = Field(None, ge=1)
+    tabular: TabularSpec | None = None
+    image: ImageSpec | None = None
+    catalog_dir: Path | None = Field(None, exclude=True)
+    """Set by `load_catalog`: builders are also imported from here and from its parent."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSpec:
+        if self.format == "state_dict" and not self.builder:
+            raise ValueError("format 'state_dict' needs 'builder' (module:function)")
+        if self.format == "torchvision" and not self.architecture:
+            raise ValueError("format 'torchvision' needs 'architecture'")
+        if self.format in ("state_dict", "export", "torchscript") and self.weights is None:
+            raise ValueError(f"format '{self.format}' needs 'weights'")
+        if self.builder and ":" not in self.builder:
+            raise ValueError("builder must be 'module.path:function'")
+        if self.kind == "tabular":
+            if not self.features:
+                raise ValueError("tabular models need 'features'")
+            if len(set(self.features)) != len(self.features):
+                raise ValueError("features must be unique")
+            if self.image is not None:
+                raise ValueError("tabular models take no [models.image] table")
+            n = len(self.features)
+            for key in ("mean", "std"):
+                values = getattr(self.tabular, key, None) if self.tabular else None
+                if values is not None and len(values) != n:
+                    raise ValueError(f"tabular.{key} has {len(values)} values for {n} features")
+        else:
+            if self.features:
+                raise ValueError("image models take no 'features'")
+            if self.tabular is not None:
+                raise ValueError("image models take no [models.tabular] table")
+        if self.task == "classification" and self.labels is None and self.labels_file is None:
+            raise ValueError("classification models need 'labels' or 'labels_file'")
+        if self.labels is not None and self.labels_file is not None:
+            raise ValueError("give 'labels' or 'labels_file', not both")
+        return self
+
+    @property
+    def image_spec(self) -> ImageSpec:
+        return self.image or ImageSpec()
+
+    @property
+    def label_list(self) -> list[str] | None:
+        """Labels from `labels` or the resolved `labels_file`."""
+        if self.labels is not None:
+            return list(self.labels)
+        if self.labels_file is not None:
+            lines = self.labels_file.read_text(encoding="utf-8").splitlines()
+            return [line.strip() for line in lines if line.strip()]
+        return None
+
+
+def _entry_error(index: int, entry: dict[str, Any], exc: ValidationError) -> CatalogError:
+    name = entry.get("name", f"#{index}")
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(entry)"
+        problems.append(f"{key}: {err['msg']}")
+    return CatalogError(f"catalog entry '{name}': " + "; ".join(problems))
+
+
+def _resolve(base: Path, entry: dict[str, Any], name: str) -> None:
+    for key in ("weights", "labels_file"):
+        value = entry.get(key)
+        if value is None:
+            continue
+        path = Path(value)
+        if not path.is_absolute():
+            path = base / path
+        if not path.is_file():
+            raise CatalogError(f"catalog entry '{name}': {key}: file not found: {path}")
+        entry[key] = path
+
+
+def load_catalog(path: Path) -> list[ModelSpec]:
+    """Parse and validate the catalog; every problem names the entry and the key."""
+    if not path.is_file():
+        raise CatalogError(f"model catalog not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogError(f"model catalog {path} is not valid TOML: {exc}") from exc
+    entries = data.get("models")
+    if not isinstance(entries, list) or not entries:
+        raise CatalogError(f"model catalog {path} has no [[models]] entries")
+    specs: list[ModelSpec] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(entries):
+        entry = dict(raw)
+        name = str(entry.get("name", f"#{index}"))
+        _resolve(path.parent, entry, name)
+        entry["catalog_dir"] = path.parent.resolve()
+        try:
+            spec = ModelSpec.model_validate(entry)
+        except ValidationError as exc:
+            raise _entry_error(index, entry, exc) from None
+        if spec.name in seen:
+            raise CatalogError(f"catalog entry '{spec.name}': name: duplicate model name")
+        seen.add(spec.name)
+        labels = spec.label_list
+        if labels is not None and len(labels) == 0:
+            raise CatalogError(f"catalog entry '{spec.name}': labels: no labels given")
+        specs.append(spec)
+    return specs

@@ -1,0 +1,118 @@
+"""Runs one batch of work on one replica: N payloads in, N results out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from app.errors import InternalError
+from app.inference.loading import LoadedModel
+from app.inference.methods import METHODS
+from app.inference.params import MethodParams
+
+
+@dataclass(frozen=True)
+class PredictWork:
+    inputs: NDArray[np.float32]
+    """n x features, or n x 3 x H x W pixels in [0, 1]."""
+
+
+@dataclass(frozen=True)
+class ExplainWork:
+    inputs: NDArray[np.float32]
+    targets: tuple[int | None, ...]
+    """Per instance: a class index, or None for the predicted class."""
+    method: str
+    params: MethodParams
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    scores: NDArray[np.float32]
+    """n x classes probabilities (binary single-output: [1 - p, p]); regression: n x 1 values."""
+
+
+@dataclass(frozen=True)
+class ExplainResult:
+    scores: NDArray[np.float32]
+    targets: NDArray[np.int64]
+    attributions: NDArray[np.float32]
+    """Shaped like the inputs (images: channels kept; GradCAM: 1 x H x W)."""
+    deltas: NDArray[np.float32] | None
+
+
+Work = PredictWork | ExplainWork
+Result = PredictResult | ExplainResult
+
+
+def scores_from_outputs(model: LoadedModel, out: torch.Tensor) -> torch.Tensor:
+    """What clients see as scores: softmax or sigmoid of logits, probabilities as they are."""
+    if model.spec.task == "regression":
+        return out
+    if model.out_width == 1:
+        prob = out[:, 0] if model.output_kind == "probabilities" else torch.sigmoid(out[:, 0])
+        return torch.stack([1.0 - prob, prob], dim=1)
+    return out if model.output_kind == "probabilities" else torch.softmax(out, dim=1)
+
+
+def _to_device(model: LoadedModel, arrays: Sequence[NDArray[np.float32]]) -> torch.Tensor:
+    host = torch.from_numpy(np.concatenate(arrays, axis=0).astype(np.float32, copy=False))
+    if model.device.type == "cuda":
+        return host.pin_memory().to(model.device, non_blocking=True)
+    return host
+
+
+def _split(array: NDArray[np.float32], sizes: Sequence[int]) -> list[NDArray[np.float32]]:
+    return np.split(array, np.cumsum(sizes)[:-1])
+
+
+def run_batch(model: LoadedModel, work: Sequence[Work], max_rows: int) -> list[Result]:
+    """Compute a batch whose items share a kind, method and parameters."""
+    if not work:
+        return []
+    sizes = [item.inputs.shape[0] for item in work]
+    x = _to_device(model, [item.inputs for item in work])
+    with torch.inference_mode():
+        scores = scores_from_outputs(model, model.module(x))
+    if isinstance(work[0], PredictWork):
+        host = scores.float().cpu().numpy()
+        return [PredictResult(s) for s in _split(host, sizes)]
+    first = work[0]
+    if not all(isinstance(w, ExplainWork) and w.method == first.method and w.params == first.params
+               for w in work):
+        raise InternalError("a batch mixes methods or parameters")
+    targets = _resolve_targets(model, work, scores)
+    method = METHODS[first.method]
+    with torch.enable_grad():
+        attr, delta = method.attribute(model, x.clone(), targets, first.params, max_rows)
+    if attr.shape[0] != x.shape[0]:
+        raise InternalError(f"{first.method} returned {attr.shape[0]} rows for {x.shape[0]}")
+    attr_host = attr.detach().float().cpu().numpy()
+    delta_host = delta.detach().float().cpu().numpy().reshape(-1) if delta is not None else None
+    score_host = scores.float().cpu().numpy()
+    target_host = targets.cpu().numpy()
+    results: list[Result] = []
+    start = 0
+    for size in sizes:
+        rows = slice(start, start + size)
+        results.append(ExplainResult(
+            score_host[rows], target_host[rows], attr_host[rows],
+            delta_host[rows] if delta_host is not None else None))
+        start += size
+    return results
+
+
+def _resolve_targets(model: LoadedModel, work: Sequence[Work], scores: torch.Tensor) -> torch.Tensor:
+    predicted = scores.argmax(dim=1) if model.spec.task == "classification" else None
+    chosen: list[int] = []
+    for item in work:
+        assert isinstance(item, ExplainWork)
+        chosen.extend(-1 if t is None else t for t in item.targets)
+    targets = torch.tensor(chosen, dtype=torch.long, device=scores.device)
+    if predicted is None:
+        return torch.zeros_like(targets)
+    return torch.where(targets < 0, predicted, targets)

@@ -1,0 +1,172 @@
+"""Client instances to validated model inputs: image decoding with pixel limits, resize
+policies, and tabular rows by feature name. Pure numpy/PIL, so it runs in any thread."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from app.errors import BadRequest, ErrorItem, InvalidInput, PayloadTooLarge, UnsupportedMedia
+from app.inference.catalog import ImageSpec
+
+Image.MAX_IMAGE_PIXELS = None  # our own limit is checked from the header, before decoding
+
+ACCEPTED_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
+_DATA_URI = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?(;[\w=.+-]+)*;base64,", re.ASCII)
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """A submitted image and what the model sees of it."""
+
+    image: Image.Image
+    """The submitted image, RGB, EXIF orientation applied."""
+    pixels: NDArray[np.float32]
+    """3 x H x W in [0, 1] at the model's input size."""
+    crop_box: tuple[float, float, float, float]
+    """(left, top, right, bottom) of the submitted image that the model saw."""
+
+
+def _looks_like_image(data: bytes) -> bool:
+    return data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+
+
+def image_bytes(instance: Any, index: int) -> bytes:
+    """The file bytes of an image instance: `{"b64": ...}` or a `data:image/...;base64,` URI."""
+    if isinstance(instance, dict) and set(instance) == {"b64"} and isinstance(instance["b64"], str):
+        encoded = instance["b64"]
+    elif isinstance(instance, str):
+        match = _DATA_URI.match(instance)
+        if match is None:
+            raise InvalidInput(
+                f"instance {index}: expected a data:image/...;base64, URI",
+                [ErrorItem(("instances", index), "not a base64 data URI")],
+            )
+        mime = match.group(1) or ""
+        if mime and not mime.startswith("image/"):
+            raise UnsupportedMedia(f"instance {index}: unsupported media type {mime}")
+        encoded = instance[match.end():]
+    else:
+        raise InvalidInput(
+            f'instance {index}: an image instance is {{"b64": "..."}} or a data URI',
+            [ErrorItem(("instances", index), "not an image instance")],
+        )
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        try:  # URL-safe alphabet is common from browsers
+            return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+        except (binascii.Error, ValueError):
+            raise BadRequest(f"instance {index}: invalid base64") from None
+
+
+def open_image(data: bytes, max_pixels: int, where: str = "image") -> Image.Image:
+    """Decode PNG, JPEG or WebP bytes to RGB, refusing oversize images before decoding pixels."""
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        if _looks_like_image(data):
+            raise BadRequest(f"{where}: corrupt or truncated image") from None
+        raise UnsupportedMedia(f"{where}: not a PNG, JPEG or WebP image") from None
+    except (OSError, ValueError) as exc:
+        raise BadRequest(f"{where}: cannot read image: {exc}") from None
+    if img.format not in ACCEPTED_FORMATS:
+        raise UnsupportedMedia(f"{where}: {img.format} images are not accepted (PNG, JPEG, WebP)")
+    width, height = img.size
+    if width * height > max_pixels:
+        raise PayloadTooLarge(
+            f"{where}: {width}x{height} = {width * height} pixels exceeds MAX_IMAGE_PIXELS={max_pixels}"
+        )
+    try:
+        img.load()
+        img = ImageOps.exif_transpose(img) or img
+        return img.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise BadRequest(f"{where}: corrupt or truncated image ({exc})") from None
+
+
+def model_view(img: Image.Image, spec: ImageSpec) -> tuple[NDArray[np.float32], tuple[float, float, float, float]]:
+    """Resize per the catalog's policy; return CHW pixels in [0, 1] and the region seen."""
+    height, width = spec.size
+    w, h = img.size
+    if spec.resize == "stretch":
+        box = (0.0, 0.0, float(w), float(h))
+    else:
+        scale = max(width / w, height / h)
+        crop_w, crop_h = width / scale, height / scale
+        left, top = (w - crop_w) / 2, (h - crop_h) / 2
+        box = (left, top, left + crop_w, top + crop_h)
+    resized = img.resize((width, height), Image.Resampling.BILINEAR, box=box, reducing_gap=3.0)
+    pixels = np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    return np.ascontiguousarray(pixels), box
+
+
+def decode_image(instance: Any, index: int, spec: ImageSpec, max_pixels: int) -> DecodedImage:
+    data = image_bytes(instance, index)
+    return decode_image_bytes(data, index, spec, max_pixels)
+
+
+def decode_image_bytes(data: bytes, index: int, spec: ImageSpec, max_pixels: int) -> DecodedImage:
+    img = open_image(data, max_pixels, where=f"instance {index}")
+    pixels, box = model_view(img, spec)
+    return DecodedImage(img, pixels, box)
+
+
+def tabular_rows(instances: Sequence[Any], features: Sequence[str]) -> NDArray[np.float64]:
+    """Rows by feature name (each named once) or in declared order; all problems reported at once."""
+    rows = np.zeros((len(instances), len(features)), dtype=np.float64)
+    errors: list[ErrorItem] = []
+    index_of = {name: i for i, name in enumerate(features)}
+    for i, instance in enumerate(instances):
+        if isinstance(instance, dict):
+            for name in instance:
+                if name not in index_of:
+                    errors.append(ErrorItem(("instances", i, name), "unknown feature"))
+            for name, j in index_of.items():
+                if name not in instance:
+                    errors.append(ErrorItem(("instances", i, name), "missing"))
+                else:
+                    _put(rows, i, j, instance[name], ("instances", i, name), errors)
+        elif isinstance(instance, list):
+            if len(instance) != len(features):
+                errors.append(ErrorItem(
+                    ("instances", i), f"expected {len(features)} values, got {len(instance)}"))
+                continue
+            for j, value in enumerate(instance):
+                _put(rows, i, j, value, ("instances", i, j), errors)
+        else:
+            errors.append(ErrorItem(("instances", i), "a tabular instance is an object or an array"))
+    if errors:
+        first = errors[0]
+        where = first.loc[2] if len(first.loc) > 2 else None
+        what = f"feature '{where}'" if isinstance(where, str) else f"value {where}" if where is not None else ""
+        detail = f"instance {first.loc[1]}: {first.msg} {what}".strip()
+        if first.msg == "missing" and isinstance(where, str):
+            detail = f"instance {first.loc[1]}: missing feature '{where}'"
+        if len(errors) > 1:
+            detail += f" (and {len(errors) - 1} more)"
+        raise InvalidInput(detail, errors)
+    return rows
+
+
+def _put(rows: NDArray[np.float64], i: int, j: int, value: Any, loc: tuple[str | int, ...],
+         errors: list[ErrorItem]) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        errors.append(ErrorItem(loc, "not a number"))
+    elif not math.isfinite(value):
+        errors.append(ErrorItem(loc, "not a finite number"))
+    elif abs(value) > 3.0e38:
+        errors.append(ErrorItem(loc, "out of range for float32"))
+    else:
+        rows[i, j] = value

@@ -1,0 +1,256 @@
+"""Builds the explained function of a catalog entry and makes it resident on its device.
+
+The served module takes what attribution is computed against (pixels in [0, 1] at the model's
+input size, or raw feature values) and applies the catalog's normalisation inside, so that
+normalisation is part of the explained function (API.md).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from app.errors import CatalogError
+from app.inference.catalog import ModelSpec
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class Standardized(nn.Module):
+    """`net((x - mean) / std)` in the net's precision, returning float32 outputs."""
+
+    def __init__(self, net: nn.Module, mean: torch.Tensor, std: torch.Tensor, dtype: torch.dtype):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = (x - self.mean) / self.std
+        out = self.net(z.to(self.dtype))
+        return out.float()
+
+    def train(self, mode: bool = True) -> Standardized:
+        # Exported programs refuse train()/eval(); the served module is always in eval mode.
+        self.training = False
+        return self
+
+
+@dataclass
+class LoadedModel:
+    """One resident replica of a catalog model."""
+
+    spec: ModelSpec
+    module: Standardized
+    device: torch.device
+    labels: list[str] | None
+    out_width: int
+    output_kind: Literal["logits", "probabilities"]
+    gradcam_layer: str | None
+    """Module path inside `module` for layer methods, or None where hooks cannot attach."""
+
+    def layer(self, path: str) -> nn.Module:
+        return self.module.get_submodule(path)
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is the first CUDA device where there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda:0")
+    return device
+
+
+def _fail(spec: ModelSpec, key: str, message: str) -> CatalogError:
+    return CatalogError(f"catalog entry '{spec.name}': {key}: {message}")
+
+
+def _state_dict(spec: ModelSpec, path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(loaded, dict):
+        raise _fail(spec, "weights", f"{path.name} does not hold a state dict")
+    return loaded
+
+
+def _build_net(spec: ModelSpec) -> nn.Module:
+    if spec.format == "state_dict":
+        assert spec.builder is not None and spec.weights is not None
+        builder = _import_builder(spec, spec.builder)
+        try:
+            net = builder(**spec.builder_args)
+        except TypeError as exc:
+            raise _fail(spec, "builder_args", str(exc)) from exc
+        _load_weights(spec, net, spec.weights)
+        return net
+    if spec.format == "torchvision":
+        import torchvision
+
+        try:
+            net = torchvision.models.get_model(spec.architecture or "", weights=None, **spec.builder_args)
+        except (ValueError, TypeError) as exc:
+            raise _fail(spec, "architecture", str(exc)) from exc
+        if spec.weights is not None:
+            _load_weights(spec, net, spec.weights)
+        return net
+    if spec.format == "export":
+        assert spec.weights is not None
+        try:
+            program = torch.export.load(str(spec.weights))
+        except Exception as exc:
+            raise _fail(spec, "weights", f"not a torch.export archive: {exc}") from exc
+        return torch.export.unflatten(program)
+    assert spec.weights is not None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.load(str(spec.weights), map_location="cpu")
+    except Exception as exc:
+        raise _fail(spec, "weights", f"not a TorchScript archive: {exc}") from exc
+
+
+def _import_builder(spec: ModelSpec, path: str) -> Any:
+    """`module:function`, imported from sys.path, else from the catalog's folder or its parent."""
+    module_name, _, func_name = path.partition(":")
+    extra = [spec.catalog_dir, spec.catalog_dir.parent] if spec.catalog_dir else []
+    try:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            for folder in extra:
+                if str(folder) not in sys.path:
+                    sys.path.append(str(folder))
+            module = importlib.import_module(module_name)
+        return getattr(module, func_name)
+    except (ImportError, AttributeError) as exc:
+        raise _fail(spec, "builder", f"cannot import {path}: {exc}") from exc
+
+
+def _load_weights(spec: ModelSpec, net: nn.Module, path: Path) -> None:
+    try:
+        net.load_state_dict(_state_dict(spec, path), strict=True)
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise _fail(spec, "weights", f"{path.name} does not fit the model: {exc}") from exc
+
+
+def _normalisation(spec: ModelSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    if spec.kind == "image":
+        image = spec.image_spec
+        mean = torch.tensor(image.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(image.std, dtype=torch.float32).view(1, 3, 1, 1)
+        return mean, std
+    n = len(spec.features or [])
+    tab = spec.tabular
+    mean = torch.tensor(tab.mean if tab and tab.mean else [0.0] * n, dtype=torch.float32)
+    std = torch.tensor(tab.std if tab and tab.std else [1.0] * n, dtype=torch.float32)
+    return mean.view(1, n), std.view(1, n)
+
+
+def example_input(spec: ModelSpec, batch: int = 1) -> torch.Tensor:
+    """A batch of the right shape: mid-grey images or zero rows."""
+    if spec.kind == "image":
+        height, width = spec.image_spec.size
+        return torch.full((batch, 3, height, width), 0.5)
+    return torch.zeros(batch, len(spec.features or []))
+
+
+def _infer_output_kind(spec: ModelSpec, net: nn.Module) -> Literal["logits", "probabilities"]:
+    if spec.output is not None:
+        return spec.output
+    if isinstance(net, torch.jit.ScriptModule) or spec.format == "export":
+        return "logits"
+    leaves = [m for m in net.modules() if not list(m.children())]
+    if leaves and isinstance(leaves[-1], nn.Sigmoid | nn.Softmax):
+        return "probabilities"
+    return "logits"
+
+
+def _gradcam_layer(spec: ModelSpec, net: nn.Module) -> str | None:
+    if spec.kind != "image" or isinstance(net, torch.jit.ScriptModule):
+        return None
+    named = spec.image_spec.gradcam_layer
+    if named is not None:
+        try:
+            net.get_submodule(named)
+        except AttributeError as exc:
+            raise _fail(spec, "image.gradcam_layer", f"no module '{named}' in the model") from exc
+        return f"net.{named}"
+    convs = [name for name, m in net.named_modules() if isinstance(m, nn.Conv2d)]
+    if not convs and spec.format == "export":
+        # Unflattened exports keep the module tree but not the layer types: find 4-D conv weights.
+        convs = [k[: -len(".weight")] for k, v in net.state_dict().items()
+                 if k.endswith(".weight") and v.dim() == 4]
+    return f"net.{convs[-1]}" if convs else None
+
+
+def _check_widths(spec: ModelSpec, module: Standardized, device: torch.device) -> int:
+    try:
+        with torch.inference_mode():
+            out = module(example_input(spec, batch=2).to(device))
+    except Exception as exc:
+        key = "features" if spec.kind == "tabular" else "image.size"
+        got = len(spec.features or []) if spec.kind == "tabular" else spec.image_spec.size
+        raise _fail(spec, key, f"the model does not accept inputs of width {got}: {exc}") from exc
+    if out.dim() != 2 or out.shape[0] != 2:
+        raise _fail(spec, "format", f"the model must return (batch, outputs); got {tuple(out.shape)}")
+    width = int(out.shape[1])
+    labels = spec.label_list
+    if spec.task == "regression":
+        if width != 1:
+            raise _fail(spec, "task", f"regression models must have one output, this one has {width}")
+    elif labels is not None and not (len(labels) == width or (width == 1 and len(labels) == 2)):
+        raise _fail(spec, "labels", f"{len(labels)} labels for a model with {width} outputs")
+    return width
+
+
+def load_model(spec: ModelSpec, device: torch.device) -> LoadedModel:
+    """Build, move to `device`, check against the catalog, and warm up (forward and backward)."""
+    dtype = _DTYPES[spec.precision]
+    net = _build_net(spec)
+    if not isinstance(net, torch.fx.GraphModule) and spec.format != "export":
+        net.eval()
+    for param in net.parameters():
+        param.requires_grad_(False)
+    output_kind = _infer_output_kind(spec, net)
+    gradcam_layer = _gradcam_layer(spec, net)
+    net = net.to(device=device, dtype=dtype)
+    if spec.compile:
+        net = torch.compile(net)  # type: ignore[assignment]
+    mean, std = _normalisation(spec)
+    module = Standardized(net, mean, std, dtype).to(device)
+    width = _check_widths(spec, module, device)
+    _warm_up(spec, module, device)
+    logger.info("model %s resident on %s (%s, %d outputs)", spec.name, device, spec.precision, width)
+    return LoadedModel(spec, module, device, spec.label_list, width, output_kind, gradcam_layer)
+
+
+def _warm_up(spec: ModelSpec, module: Standardized, device: torch.device) -> None:
+    x = example_input(spec, batch=2).to(device).requires_grad_(True)
+    with torch.enable_grad():
+        module(x).sum().backward()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def describe(spec: ModelSpec) -> dict[str, Any]:
+    """Static facts for ModelInfo that need no module."""
+    if spec.kind == "image":
+        height, width = spec.image_spec.size
+        return {"input": {"height": height, "width": width, "channels": 3}}
+    return {"features": [{"name": f} for f in spec.features or []]}

@@ -1,0 +1,237 @@
+"""The method table: name -> kinds, parameter schema, cost in passes, and the Captum call for
+a batch with per-row targets.
+
+Deterministic methods run one Captum call for the whole batch. Stochastic ones
+(`gradient_shap`, `smoothgrad`, `kernel_shap`) run Captum once per row with the row's seed,
+so each row's numbers are exactly those of the same request served alone.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from captum.attr import (
+    FeatureAblation,
+    GradientShap,
+    InputXGradient,
+    IntegratedGradients,
+    KernelShap,
+    LayerAttribution,
+    LayerGradCam,
+    NoiseTunnel,
+    Occlusion,
+    Saliency,
+)
+
+from app.errors import InvalidInput
+from app.inference import params as p
+from app.inference.catalog import ModelSpec
+from app.inference.explained import TargetScalar, baseline_for
+from app.inference.loading import LoadedModel
+
+Attribution = tuple[torch.Tensor, torch.Tensor | None]
+"""Per-row attributions shaped like the inputs (GradCAM: N x 1 x H x W) and per-row deltas."""
+
+_RNG_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    kinds: frozenset[str]
+    params: type[p.MethodParams]
+    attribute: Callable[[LoadedModel, torch.Tensor, torch.Tensor, Any, int], Attribution]
+    passes: Callable[[Any, tuple[int, ...]], int]
+    """Forward/backward passes per instance for these parameters and one instance's shape."""
+    stochastic: bool = False
+    needs_hooks: bool = False
+
+
+def _chunk(rows: int, passes: int, max_rows: int) -> int:
+    return max(1, min(rows * passes, max_rows))
+
+
+def _integrated_gradients(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
+                          prm: p.IntegratedGradientsParams, max_rows: int) -> Attribution:
+    ig = IntegratedGradients(TargetScalar(model))
+    attr, delta = ig.attribute(
+        x, baselines=baseline_for(model, x, prm.baseline), additional_forward_args=(targets,),
+        n_steps=prm.n_steps, method=prm.method,
+        internal_batch_size=_chunk(x.shape[0], prm.n_steps, max_rows),
+        return_convergence_delta=True)
+    return attr, delta
+
+
+def _saliency(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
+              prm: p.SaliencyParams, max_rows: int) -> Attribution:
+    attr = Saliency(TargetScalar(model)).attribute(
+        x, additional_forward_args=(targets,), abs=prm.abs)
+    return attr, None
+
+
+def _input_x_gradient(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
+                      prm: p.NoParams, max_rows: int) -> Attribution:
+    return InputXGradient(TargetScalar(model)).attribute(x, additional_forward_args=(targets,)), None
+
+
+def _gradcam(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
+             prm: p.GradCamParams, max_rows: int) -> Attribution:
+    layer = layer_path(model, prm)
+    cam = LayerGradCam(TargetScalar(model), model.module.get_submodule(layer))
+    attr = cam.attribute(x, additional_forward_args=(targets,), relu_attributions=True)
+    return LayerAttribution.interpolate(attr, tuple(x.shape[-2:]), "bilinear"), None
+
+
+def layer_path(model: LoadedModel, prm: p.GradCamParams) -> str:
+    if model.gradcam_layer is None:
+        raise InvalidInput(f"model '{model.spec.name}' offers no layer for gradcam")
+    if prm.layer is None:
+        return model.gradcam_layer
+    path = f"net.{prm.layer}"
+    try:
+        model.module.get_submodule(path)
+    except AttributeError:
+        raise InvalidInput(f"params.layer: no module '{prm.layer}' in model '{model.spec.name}'",
+                           ) from None
+    return path
+
+
+def _occlusion(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
+               prm: p.OcclusionParams, max_rows: int) -> Attribution:
+    channels = x.shape[1]
+    window = min(prm.window, x.shape[-2], x.shape[-1])
+    attr = Occlusion(TargetScalar(model)).attribute(
+        x, sliding_window_shapes=(channels, window, window), strides=(channels, prm.stride, prm.stride),
+        baselines=0.0, additional_forward_args=(targets,),
+        perturbations_per_eval=max(1, max_rows // x.shape[0]))
+    return attr, None
+
+
+def _feature_ablation(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
+                      prm: p.FeatureAblationParams, max_rows: int) -> Attribution:
+    attr = FeatureAblation(TargetScalar(model)).attribute(
+        x, baselines=baseline_for(model, x, prm.baseline), additional_forward_args=(targets,),
+        perturbations_per_eval=max(1, max_rows // x.shape[0]))
+    return attr, None
+
+
+def _per_row(run: Callable[[torch.Tensor, torch.Tensor], Attribution], seed: int,
+             x: torch.Tensor, targets: torch.Tensor) -> Attribution:
+    """Run a stochastic method row by row, each from `seed`, under one lock for the global RNGs."""
+    attrs: list[torch.Tensor] = []
+    deltas: list[torch.Tensor] = []
+    devices = [x.device] if x.device.type == "cuda" else []
+    with _RNG_LOCK, torch.random.fork_rng(devices=devices):
+        for i in range(x.shape[0]):
+            torch.manual_seed(seed)
+            np_state = np.random.get_state()
+            np.random.seed(seed)
+            random.seed(seed)
+            try:
+                attr, delta = run(x[i : i + 1], targets[i : i + 1])
+            finally:
+                np.random.set_state(np_state)
+            attrs.append(attr)
+            if delta is not None:
+                deltas.append(delta.reshape(1, -1).mean(dim=1))
+    return torch.cat(attrs), (torch.cat(deltas) if deltas else None)
+
+
+def _gradient_shap(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
+                   prm: p.GradientShapParams, max_rows: int) -> Attribution:
+    shap = GradientShap(TargetScalar(model))
+
+    def run(xi: torch.Tensor, ti: torch.Tensor) -> Attribution:
+        base = baseline_for(model, xi, prm.baseline)
+        base_t = base if isinstance(base, torch.Tensor) else torch.full_like(xi, base)
+        attr, delta = shap.attribute(xi, baselines=base_t, n_samples=prm.n_samples, stdevs=prm.stdevs,
+                                     additional_forward_args=(ti,), return_convergence_delta=True)
+        return attr, delta
+
+    return _per_row(run, prm.seed, x, targets)
+
+
+def _smoothgrad(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
+                prm: p.SmoothGradParams, max_rows: int) -> Attribution:
+    tunnel = NoiseTunnel(Saliency(TargetScalar(model)))
+
+    def run(xi: torch.Tensor, ti: torch.Tensor) -> Attribution:
+        attr = tunnel.attribute(xi, nt_type="smoothgrad", nt_samples=prm.n_samples, stdevs=prm.stdevs,
+                                nt_samples_batch_size=_chunk(1, prm.n_samples, max_rows),
+                                additional_forward_args=(ti,), abs=False)
+        return attr, None
+
+    return _per_row(run, prm.seed, x, targets)
+
+
+def _kernel_shap(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
+                 prm: p.KernelShapParams, max_rows: int) -> Attribution:
+    shap = KernelShap(TargetScalar(model))
+
+    def run(xi: torch.Tensor, ti: torch.Tensor) -> Attribution:
+        attr = shap.attribute(xi, baselines=baseline_for(model, xi, prm.baseline),
+                              n_samples=prm.n_samples, additional_forward_args=(ti,),
+                              perturbations_per_eval=_chunk(1, prm.n_samples, max_rows))
+        return attr, None
+
+    return _per_row(run, prm.seed, x, targets)
+
+
+def _occlusion_passes(prm: p.OcclusionParams, shape: tuple[int, ...]) -> int:
+    height, width = shape[-2], shape[-1]
+    window = min(prm.window, height, width)
+    steps_h = (height - window) // prm.stride + 1
+    steps_w = (width - window) // prm.stride + 1
+    return steps_h * steps_w + 1
+
+
+_BOTH = frozenset({"tabular", "image"})
+_IMAGE = frozenset({"image"})
+_TABULAR = frozenset({"tabular"})
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("integrated_gradients", _BOTH, p.IntegratedGradientsParams, _integrated_gradients,
+           lambda prm, shape: prm.n_steps + 2),
+    Method("gradient_shap", _BOTH, p.GradientShapParams, _gradient_shap,
+           lambda prm, shape: prm.n_samples + 2, stochastic=True),
+    Method("saliency", _BOTH, p.SaliencyParams, _saliency, lambda prm, shape: 1),
+    Method("input_x_gradient", _BOTH, p.NoParams, _input_x_gradient, lambda prm, shape: 1),
+    Method("smoothgrad", _BOTH, p.SmoothGradParams, _smoothgrad,
+           lambda prm, shape: prm.n_samples, stochastic=True),
+    Method("gradcam", _IMAGE, p.GradCamParams, _gradcam, lambda prm, shape: 1, needs_hooks=True),
+    Method("occlusion", _IMAGE, p.OcclusionParams, _occlusion, _occlusion_passes),
+    Method("feature_ablation", _TABULAR, p.FeatureAblationParams, _feature_ablation,
+           lambda prm, shape: shape[-1] + 1),
+    Method("kernel_shap", _TABULAR, p.KernelShapParams, _kernel_shap,
+           lambda prm, shape: prm.n_samples, stochastic=True),
+)}
+IG_FAMILY = frozenset({"integrated_gradients", "gradient_shap"})
+
+
+def supported_methods(spec: ModelSpec) -> list[str]:
+    """What this model offers: its catalog list, or every method of its kind; no hooks on TorchScript."""
+    names = spec.methods or [m.name for m in METHODS.values() if spec.kind in m.kinds]
+    offered = []
+    for name in names:
+        method = METHODS.get(name)
+        if method is None or spec.kind not in method.kinds:
+            continue
+        if method.needs_hooks and spec.format == "torchscript":
+            continue
+        offered.append(name)
+    return offered
+
+
+def model_overrides(spec: ModelSpec, name: str) -> dict[str, Any]:
+    """Per-model defaults: the catalog's `method_params`, and `zeros` where there is no mean."""
+    overrides = dict(spec.method_params.get(name, {}))
+    has_mean = spec.tabular is not None and spec.tabular.mean is not None
+    if name in ("feature_ablation", "kernel_shap") and not has_mean:
+        overrides.setdefault("baseline", "zeros")
+    return overrides

@@ -1,0 +1,82 @@
+"""Parameter schemas of the attribution methods: bounds, defaults, resolution.
+
+A resolved parameter object is frozen and hashable: together with the method name it is the
+batch key, so only requests with identical parameters share a Captum call.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from app.errors import ErrorItem, InvalidInput
+
+Baseline = Literal["zeros", "mean", "blur"] | float
+
+
+class MethodParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoParams(MethodParams):
+    pass
+
+
+class IntegratedGradientsParams(MethodParams):
+    n_steps: int = Field(32, ge=1, le=1024)
+    baseline: Baseline = "zeros"
+    method: Literal["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right",
+                    "riemann_middle"] = "gausslegendre"
+
+
+class GradientShapParams(MethodParams):
+    n_samples: int = Field(16, ge=1, le=1024)
+    stdevs: float = Field(0.0, ge=0.0, le=1e6)
+    baseline: Baseline = "zeros"
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+class SaliencyParams(MethodParams):
+    abs: bool = False
+
+
+class SmoothGradParams(MethodParams):
+    n_samples: int = Field(16, ge=1, le=1024)
+    stdevs: float = Field(0.1, ge=0.0, le=1e6)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+class GradCamParams(MethodParams):
+    layer: str | None = Field(None, max_length=200)
+
+
+class OcclusionParams(MethodParams):
+    window: int = Field(16, ge=1, le=1024)
+    stride: int = Field(8, ge=1, le=1024)
+
+
+class FeatureAblationParams(MethodParams):
+    baseline: Literal["zeros", "mean"] | float = "mean"
+
+
+class KernelShapParams(MethodParams):
+    n_samples: int = Field(200, ge=2, le=10000)
+    baseline: Literal["zeros", "mean"] | float = "mean"
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+def resolve_params(model_cls: type[MethodParams], overrides: dict[str, Any],
+                   request: dict[str, Any]) -> MethodParams:
+    """Schema defaults, then the model's catalog overrides, then the request's values."""
+    merged = {**overrides, **request}
+    try:
+        return model_cls.model_validate(merged)
+    except ValidationError as exc:
+        items = [ErrorItem(("params", *(str(p) for p in e["loc"])), e["msg"]) for e in exc.errors()]
+        first = items[0]
+        key = ".".join(str(p) for p in first.loc[1:]) or "params"
+        detail = f"params.{key}: {first.msg}"
+        if len(items) > 1:
+            detail += f" (and {len(items) - 1} more)"
+        raise InvalidInput(detail, items) from None

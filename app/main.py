@@ -1,0 +1,57 @@
+"""`create_app(settings)`: lifespan (load, warm, drain), routers, error handlers, middleware."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+
+from app.api import explain, health, models, openapi, predict, problems
+from app.api.middleware import RequestContext
+from app.config import Settings, get_settings
+from app.metrics import Metrics
+from app.runtime.registry import Registry, memory_probe
+from app.runtime.service import Service
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = (
+    "Resident PyTorch models with batched Captum attribution: JSON scores, per-feature "
+    "contributions, and base64 PNG heatmap overlays ready for `<img src>`."
+)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    metrics = Metrics(memory_probe)
+    registry = Registry(settings, metrics)
+    service = Service(settings, registry, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await registry.load()
+        logger.info("ready: %s", ", ".join(registry.models))
+        try:
+            yield
+        finally:
+            logger.info("draining (grace %.0f s)", settings.shutdown_grace_s)
+            finished = await registry.drain()
+            service.close()
+            logger.info("drained%s", "" if finished else " (grace period ran out)")
+
+    app = FastAPI(title="explainserve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.service = service
+    problems.install(app)
+    for router in (health.router, models.router, predict.router, explain.router):
+        app.include_router(router)
+    openapi.install(app)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["GET", "POST"], allow_headers=["*"],
+                           expose_headers=["X-Request-ID"])
+    app.add_middleware(RequestContext, metrics=metrics)
+    return app

@@ -1,0 +1,78 @@
+"""Worker threads that own model replicas: one thread per replica, so hooks on a replica's
+modules are only ever touched by one thread. Failed batches are split: out-of-memory halves
+the batch down to single items; any other error is retried item by item, so one bad input
+fails only its own request."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Generic, TypeVar
+
+import torch
+
+from app.errors import InternalError, PayloadTooLarge, ServiceError
+
+logger = logging.getLogger(__name__)
+
+W = TypeVar("W")
+R = TypeVar("R")
+Outcome = R | ServiceError
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+
+
+def _release_cached_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def isolate(run: Callable[[list[W]], Sequence[R]], work: list[W], what: str = "item") -> list[R | ServiceError]:
+    """`run(work)`, answering every item even when the batch as a whole fails."""
+    try:
+        results = list(run(work))
+    except ServiceError as exc:
+        if len(work) == 1:
+            return [exc]
+        return [outcome for w in work for outcome in isolate(run, [w], what)]
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            _release_cached_memory()
+            if len(work) == 1:
+                logger.warning("one %s alone does not fit in device memory: %s", what, exc)
+                return [PayloadTooLarge(
+                    f"this {what} alone does not fit in the device's memory; send fewer instances "
+                    "or lighter parameters (e.g. fewer n_steps / n_samples)")]
+            half = len(work) // 2
+            logger.info("out of memory on a batch of %d; splitting", len(work))
+            return isolate(run, work[:half], what) + isolate(run, work[half:], what)
+        if len(work) == 1:
+            logger.exception("computing one %s failed", what)
+            return [InternalError(f"computing this {what} failed: {type(exc).__name__}")]
+        logger.warning("batch of %d failed (%s); retrying item by item", len(work), exc)
+        return [outcome for w in work for outcome in isolate(run, [w], what)]
+    if len(results) != len(work):
+        raise InternalError(f"batch function returned {len(results)} results for {len(work)} items")
+    return results
+
+
+class Worker(Generic[W, R]):
+    """One thread and the replica it owns; `handle` is a batcher handler."""
+
+    def __init__(self, name: str, run: Callable[[list[W]], Sequence[R]]):
+        self.name = name
+        self._run = run
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"worker-{name}")
+
+    async def handle(self, work: list[W]) -> list[R | ServiceError]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, isolate, self._run, work, "request")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,144 @@
+"""The resident models: catalog -> replicas on devices -> one batcher and worker set per model."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from app.config import Settings
+from app.errors import CatalogError, ModelNotFound, NotReady
+from app.inference.catalog import ModelSpec, load_catalog
+from app.inference.engine import Result, Work, run_batch
+from app.inference.loading import LoadedModel, describe, load_model, resolve_device
+from app.inference.methods import METHODS, model_overrides, supported_methods
+from app.inference.params import resolve_params
+from app.metrics import Metrics
+from app.runtime.batcher import Batcher, Limits
+from app.runtime.pool import Worker
+
+logger = logging.getLogger(__name__)
+
+State = Literal["starting", "ready", "draining"]
+
+
+@dataclass
+class ModelEntry:
+    spec: ModelSpec
+    replicas: list[LoadedModel]
+    workers: list[Worker[Work, Result]]
+    batcher: Batcher[Work]
+    methods: list[str]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def primary(self) -> LoadedModel:
+        return self.replicas[0]
+
+
+def _method_info(spec: ModelSpec, name: str) -> dict[str, Any]:
+    method = METHODS[name]
+    resolved = resolve_params(method.params, model_overrides(spec, name), {})
+    return {"name": name, "params": resolved.model_dump(mode="json")}
+
+
+def _model_info(spec: ModelSpec, model: LoadedModel, methods: list[str], default: str) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "name": spec.name, "kind": spec.kind, "task": spec.task, "labels": model.labels,
+        "features": None, "input": None, "device": str(model.device), "default_method": default,
+        "methods": [_method_info(spec, name) for name in methods],
+    }
+    info.update(describe(spec))
+    return info
+
+
+def memory_probe() -> dict[str, int]:
+    if not torch.cuda.is_available():
+        return {}
+    return {f"cuda:{i}": int(torch.cuda.memory_allocated(i)) for i in range(torch.cuda.device_count())}
+
+
+class Registry:
+    """Loads every catalog model in the lifespan; serves lookups; drains on shutdown."""
+
+    def __init__(self, settings: Settings, metrics: Metrics):
+        self.settings = settings
+        self.metrics = metrics
+        self.state: State = "starting"
+        self.models: dict[str, ModelEntry] = {}
+        self._statuses: dict[str, str] = {}
+
+    def statuses(self) -> dict[str, str]:
+        return dict(self._statuses)
+
+    def get(self, name: str) -> ModelEntry:
+        entry = self.models.get(name)
+        if entry is None:
+            if name in self._statuses:
+                raise NotReady(f"model '{name}' is still loading", headers={"Retry-After": "5"})
+            raise ModelNotFound(f"unknown model '{name}'")
+        if self.state == "draining":
+            raise NotReady("the service is shutting down", headers={"Retry-After": "5"})
+        return entry
+
+    async def load(self) -> None:
+        specs = load_catalog(self.settings.models)
+        self._statuses = {spec.name: "loading" for spec in specs}
+        for spec in specs:
+            started = time.perf_counter()
+            entry = await asyncio.to_thread(self._build, spec)
+            entry.batcher.start()
+            self.models[spec.name] = entry
+            self._statuses[spec.name] = "ready"
+            logger.info("model %s ready in %.1f s", spec.name, time.perf_counter() - started)
+        self.state = "ready"
+
+    def _build(self, spec: ModelSpec) -> ModelEntry:
+        methods = supported_methods(spec)
+        default = spec.default_method or (methods[0] if methods else "")
+        if default not in methods:
+            raise CatalogError(
+                f"catalog entry '{spec.name}': default_method: '{default}' is not offered "
+                f"(offered: {', '.join(methods)})")
+        for name in spec.methods or []:
+            if name not in METHODS:
+                raise CatalogError(f"catalog entry '{spec.name}': methods: unknown method '{name}'")
+        for name, overrides in spec.method_params.items():
+            if name not in METHODS:
+                raise CatalogError(f"catalog entry '{spec.name}': method_params: unknown method '{name}'")
+            try:
+                resolve_params(METHODS[name].params, overrides, {})
+            except Exception as exc:
+                raise CatalogError(f"catalog entry '{spec.name}': method_params.{name}: {exc}") from exc
+        device = resolve_device(spec.device or self.settings.device)
+        replicas = [load_model(spec, device) for _ in range(self.settings.workers_per_device)]
+        max_rows = self.settings.max_batch_rows
+        workers: list[Worker[Work, Result]] = []
+        for i, replica in enumerate(replicas):
+            def run(work: list[Work], replica: LoadedModel = replica) -> list[Result]:
+                return run_batch(replica, work, max_rows)
+            workers.append(Worker(f"{spec.name}-{i}", run))
+        limits = Limits(
+            max_items=spec.max_batch_size or self.settings.max_batch_size,
+            max_rows=max_rows,
+            max_delay_s=self.settings.max_batch_delay_ms / 1000.0,
+            max_queue_rows=self.settings.max_queue,
+        )
+        batcher: Batcher[Work] = Batcher(spec.name, [w.handle for w in workers], limits, self.metrics)
+        entry = ModelEntry(spec, replicas, workers, batcher, methods)
+        entry.info = _model_info(spec, replicas[0], methods, default)
+        return entry
+
+    async def drain(self) -> bool:
+        """Refuse new work and finish queued and running work within the grace period."""
+        self.state = "draining"
+        grace = self.settings.shutdown_grace_s
+        results = await asyncio.gather(*(e.batcher.drain(grace) for e in self.models.values()))
+        for entry in self.models.values():
+            for worker in entry.workers:
+                await asyncio.to_thread(worker.close)
+        return all(results)
