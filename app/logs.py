@@ -8,7 +8,7 @@ import time
 
 import orjson
 
-from app.api.middleware import request_id_var
+from app.context import request_id_var
 
 
 class _RequestIdFilter(logging.Filter):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,6 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 from app.api import explain, health, models, openapi, predict, problems
 from app.api.middleware import RequestContext
 from app.config import Settings, get_settings
+from app.context import InFlight
 from app.metrics import Metrics
 from app.runtime.registry import Registry, memory_probe
 from app.runtime.service import Service
@@ -29,6 +31,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = Metrics(memory_probe)
     registry = Registry(settings, metrics)
     service = Service(settings, registry, metrics)
+    in_flight = InFlight()
+
+    async def begin_drain() -> bool:
+        """SIGTERM: refuse new work (503), let accepted requests finish within the grace period."""
+        registry.state = "draining"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.shutdown_grace_s
+        while loop.time() < deadline:
+            busy = in_flight.count > 0 or any(not e.batcher.idle for e in registry.models.values())
+            if not busy:
+                return True
+            await asyncio.sleep(0.05)
+        return False
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -45,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="explainserve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.service = service
+    app.state.begin_drain = begin_drain
     problems.install(app)
     for router in (health.router, models.router, predict.router, explain.router):
         app.include_router(router)
@@ -53,5 +69,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["*"],
                            expose_headers=["X-Request-ID"])
-    app.add_middleware(RequestContext, metrics=metrics)
+    app.add_middleware(RequestContext, metrics=metrics, in_flight=in_flight)
     return app

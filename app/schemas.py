@@ -68,7 +68,8 @@ class PredictRequest(_Strict):
 
 
 class RenderOptions(_Strict):
-    colormap: str | None = Field(None, description="jet, viridis, inferno, ...; default jet, or bwr for sign=all")
+    colormap: str | None = Field(
+        None, description="jet, viridis, inferno, ...; default jet, or bwr for sign=all")
     alpha: float = Field(0.5, ge=0.0, le=1.0)
     sign: SignMode = "absolute"
     max_size: int = Field(1024, ge=16, le=8192)

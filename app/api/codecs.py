@@ -76,7 +76,7 @@ async def _parse_form(request: Request, limit: int) -> tuple[dict[str, Any], lis
         form = await request.form(max_files=1000, max_fields=100, max_part_size=limit)
     except Exception as exc:
         raise BadRequest(f"malformed multipart body: {exc}") from None
-    async with form:
+    try:
         for name, value in form.multi_items():
             if isinstance(value, UploadFile):
                 if name != "file":
@@ -84,6 +84,8 @@ async def _parse_form(request: Request, limit: int) -> tuple[dict[str, Any], lis
                 files.append(await value.read())
             else:
                 fields[name] = _form_value(name, value)
+    finally:
+        await form.close()
     return fields, files
 
 

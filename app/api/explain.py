@@ -7,6 +7,7 @@ from starlette.responses import Response
 
 from app.api.codecs import header_timeout, parse_request, wants_png
 from app.api.deps import Authorized, ServiceDep
+from app.api.disconnect import cancel_on_disconnect
 from app.api.middleware import LABELS_KEY
 from app.api.openapi import request_body
 from app.api.problems import problem_responses
@@ -39,7 +40,7 @@ async def _explain(model: str, request: Request, service: ServiceDep, in_body: b
         labels["model"] = model
     labels["method"] = body.method or ""
     png = wants_png(request)
-    answer = await service.explain(model, body, deadline, files, want_png=png)
+    answer = await cancel_on_disconnect(request, service.explain(model, body, deadline, files, want_png=png))
     labels["method"] = answer.body["method"]
     if png and answer.png is not None:
         return Response(answer.png, media_type="image/png")

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
 import orjson
-from app.api.responses import JSONResponse
+from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from app.api.deps import ServiceDep, SettingsDep, check_key
 from app.api.middleware import LABELS_KEY
 from app.api.problems import problem_responses
+from app.api.responses import JSONResponse
 from app.errors import NotReady
 from app.schemas import Health, Readiness
 

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import contextvars
 import re
 import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.context import InFlight, request_id_var
 from app.metrics import Metrics
 
-request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 _SAFE_ID = re.compile(r"^[\w.:/+=@-]{1,128}$")
 LABELS_KEY = "explainserve.labels"
 
@@ -19,9 +18,10 @@ LABELS_KEY = "explainserve.labels"
 class RequestContext:
     """Sets `X-Request-ID` and records request counts and latency by route, model, method, status."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics):
+    def __init__(self, app: ASGIApp, metrics: Metrics, in_flight: InFlight):
         self.app = app
         self.metrics = metrics
+        self.in_flight = in_flight
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -48,9 +48,11 @@ class RequestContext:
                 message["headers"] = headers
             await send(message)
 
+        self.in_flight.count += 1
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            self.in_flight.count -= 1
             route = labels.get("route", "other")
             model = labels.get("model", "")
             method = labels.get("method", "")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from app.api.responses import JSONResponse
 from starlette.responses import Response
 
 from app.api.deps import Authorized, ServiceDep
 from app.api.middleware import LABELS_KEY
 from app.api.problems import problem_responses
+from app.api.responses import JSONResponse
 from app.schemas import ModelInfo, ModelList
 
 router = APIRouter(tags=["models"], dependencies=[Authorized],

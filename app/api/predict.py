@@ -7,6 +7,7 @@ from starlette.responses import Response
 
 from app.api.codecs import header_timeout, parse_request
 from app.api.deps import Authorized, ServiceDep
+from app.api.disconnect import cancel_on_disconnect
 from app.api.middleware import LABELS_KEY
 from app.api.openapi import request_body
 from app.api.problems import problem_responses
@@ -33,7 +34,7 @@ async def _predict(model: str, request: Request, service: ServiceDep, in_body: b
             raise InvalidInput("POST /predict needs \"model\" in the body")
         model = body.model
         labels["model"] = model
-    answer = await service.predict(model, body.instances, body.top_k, deadline, files)
+    answer = await cancel_on_disconnect(request, service.predict(model, body.instances, body.top_k, deadline, files))
     return JSONResponse(answer)
 
 

@@ -19,6 +19,7 @@ from app.inference.params import MethodParams
 class PredictWork:
     inputs: NDArray[np.float32]
     """n x features, or n x 3 x H x W pixels in [0, 1]."""
+    request_id: str = "-"
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class ExplainWork:
     """Per instance: a class index, or None for the predicted class."""
     method: str
     params: MethodParams
+    request_id: str = "-"
 
 
 @dataclass(frozen=True)

@@ -90,8 +90,8 @@ def open_image(data: bytes, max_pixels: int, where: str = "image") -> Image.Imag
         )
     try:
         img.load()
-        img = ImageOps.exif_transpose(img) or img
-        return img.convert("RGB")
+        upright = ImageOps.exif_transpose(img) or img
+        return upright.convert("RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise BadRequest(f"{where}: corrupt or truncated image ({exc})") from None
 

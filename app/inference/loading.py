@@ -32,6 +32,8 @@ class Standardized(nn.Module):
     def __init__(self, net: nn.Module, mean: torch.Tensor, std: torch.Tensor, dtype: torch.dtype):
         super().__init__()
         self.net = net
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
         self.dtype = dtype

@@ -19,8 +19,6 @@ logger = logging.getLogger(__name__)
 
 W = TypeVar("W")
 R = TypeVar("R")
-Outcome = R | ServiceError
-
 
 def is_out_of_memory(exc: BaseException) -> bool:
     if isinstance(exc, torch.OutOfMemoryError):
@@ -36,7 +34,7 @@ def _release_cached_memory() -> None:
 def isolate(run: Callable[[list[W]], Sequence[R]], work: list[W], what: str = "item") -> list[R | ServiceError]:
     """`run(work)`, answering every item even when the batch as a whole fails."""
     try:
-        results = list(run(work))
+        results: list[R | ServiceError] = list(run(work))
     except ServiceError as exc:
         if len(work) == 1:
             return [exc]
@@ -45,7 +43,8 @@ def isolate(run: Callable[[list[W]], Sequence[R]], work: list[W], what: str = "i
         if is_out_of_memory(exc):
             _release_cached_memory()
             if len(work) == 1:
-                logger.warning("one %s alone does not fit in device memory: %s", what, exc)
+                logger.warning("one %s alone does not fit in device memory (request id %s): %s", what,
+                               getattr(work[0], "request_id", "-"), exc)
                 return [PayloadTooLarge(
                     f"this {what} alone does not fit in the device's memory; send fewer instances "
                     "or lighter parameters (e.g. fewer n_steps / n_samples)")]
@@ -53,7 +52,8 @@ def isolate(run: Callable[[list[W]], Sequence[R]], work: list[W], what: str = "i
             logger.info("out of memory on a batch of %d; splitting", len(work))
             return isolate(run, work[:half], what) + isolate(run, work[half:], what)
         if len(work) == 1:
-            logger.exception("computing one %s failed", what)
+            logger.exception("computing one %s failed (request id %s)", what,
+                             getattr(work[0], "request_id", "-"))
             return [InternalError(f"computing this {what} failed: {type(exc).__name__}")]
         logger.warning("batch of %d failed (%s); retrying item by item", len(work), exc)
         return [outcome for w in work for outcome in isolate(run, [w], what)]

@@ -17,15 +17,16 @@ from typing import Any
 import numpy as np
 
 from app.config import Settings
+from app.context import request_id_var
 from app.errors import ErrorItem, InvalidInput, NotAcceptable, PayloadTooLarge
 from app.inference.engine import ExplainResult, ExplainWork, PredictResult, PredictWork
 from app.inference.inputs import DecodedImage, decode_image, decode_image_bytes, tabular_rows
 from app.inference.methods import IG_FAMILY, METHODS, layer_path, model_overrides
 from app.inference.params import GradCamParams, resolve_params
 from app.metrics import Metrics
+from app.render import COLORMAPS
 from app.runtime import answers
 from app.runtime.registry import ModelEntry, Registry
-from app.render import COLORMAPS
 from app.runtime.rendering import ImageRender, render_image, render_tabular
 from app.schemas import ExplainRequest
 
@@ -93,8 +94,11 @@ class Service:
         entry = self.registry.get(name)
         inputs = await self.decode(entry, instances, files)
         n = inputs.array.shape[0]
-        done = await entry.batcher.submit(PredictWork(inputs.array), ("predict",), n, deadline)
+        work = PredictWork(inputs.array, request_id_var.get())
+        done = await entry.batcher.submit(work, ("predict",), n, deadline)
         result: PredictResult = done.value
+        self.metrics.latency.labels("predict", name, "queue").observe(done.queue_s)
+        self.metrics.latency.labels("predict", name, "compute").observe(done.compute_s)
         labels = entry.primary.labels
         predictions = [answers.prediction(entry.spec, labels, s, top_k) for s in result.scores]
         return {"model": name, "predictions": predictions}
@@ -132,11 +136,10 @@ class Service:
         outputs = self._outputs(entry, request)
         if want_png:
             outputs |= {"overlay"}
-        if entry.spec.kind == "image" and request.render.colormap is not None:
-            if request.render.colormap not in COLORMAPS:
-                raise InvalidInput(f"unknown colormap '{request.render.colormap}' "
-                                   f"(choose from {', '.join(COLORMAPS)})",
-                                   [ErrorItem(("render", "colormap"), "unknown colormap")])
+        colormap = request.render.colormap
+        if entry.spec.kind == "image" and colormap is not None and colormap not in COLORMAPS:
+            raise InvalidInput(f"unknown colormap '{colormap}' (choose from {', '.join(COLORMAPS)})",
+                               [ErrorItem(("render", "colormap"), "unknown colormap")])
         inputs = await self.decode(entry, request.instances, files)
         n = inputs.array.shape[0]
         if want_png and (inputs.images is None or n != 1):
@@ -144,7 +147,7 @@ class Service:
         labels = entry.primary.labels
         classes = len(labels) if labels else entry.primary.out_width
         targets = answers.resolve_targets(entry.spec, labels, classes, request.target, n)
-        work = ExplainWork(inputs.array, targets, method_name, params)
+        work = ExplainWork(inputs.array, targets, method_name, params, request_id_var.get())
         passes = METHODS[method_name].passes(params, inputs.array.shape[1:])
         done = await entry.batcher.submit(work, (method_name, params), n * passes, deadline)
         result: ExplainResult = done.value

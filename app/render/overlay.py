@@ -1,0 +1,146 @@
+"""Place heat colours onto the submitted image: transparent heatmaps and blended overlays."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from .colormap import colorize
+from .normalize import normalize_attribution
+from .options import RenderSpec
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the model's input came from in the submitted image.
+
+    ``image_size`` is the submitted image's ``(width, height)``; ``crop_box`` is the
+    ``(left, top, right, bottom)`` region of it, in its pixels, that the model saw (the whole
+    image for a plain resize, the centre square for a shorter-side crop).
+    """
+
+    image_size: tuple[int, int]
+    crop_box: tuple[float, float, float, float]
+
+    def __post_init__(self) -> None:
+        width, height = self.image_size
+        if width < 1 or height < 1:
+            raise ValueError(f"image_size must be positive, got {self.image_size}")
+        left, top, right, bottom = self.crop_box
+        if not all(math.isfinite(c) for c in self.crop_box) or right <= left or bottom <= top:
+            raise ValueError(f"crop_box must be finite with right > left, bottom > top, got "
+                             f"{self.crop_box}")
+
+    @classmethod
+    def whole(cls, image_size: tuple[int, int]) -> Placement:
+        """The model saw the whole image (resized/stretched to its input size)."""
+        return cls(image_size, (0.0, 0.0, float(image_size[0]), float(image_size[1])))
+
+
+def output_size(image_size: tuple[int, int], max_size: int) -> tuple[int, int]:
+    """``image_size`` scaled down (never up) so its longer side is at most ``max_size``."""
+    width, height = image_size
+    if width < 1 or height < 1 or max_size < 1:
+        raise ValueError(f"sizes must be positive, got {image_size} and {max_size}")
+    longer = max(width, height)
+    if longer <= max_size:
+        return width, height
+    scale = max_size / longer
+    return max(1, min(max_size, round(width * scale))), max(1, min(max_size, round(height * scale)))
+
+
+def place_map(
+    norm: npt.NDArray[np.float32], placement: Placement, size: tuple[int, int]
+) -> npt.NDArray[np.float32]:
+    """Resample ``norm`` (bilinear) onto its crop region of a ``size`` canvas; 0 elsewhere."""
+    out_w, out_h = size
+    img_w, img_h = placement.image_size
+    sx, sy = out_w / img_w, out_h / img_h
+    left, top, right, bottom = placement.crop_box
+    left, right, top, bottom = left * sx, right * sx, top * sy, bottom * sy
+    src = Image.fromarray(np.ascontiguousarray(norm, dtype=np.float32))
+    region_w, region_h = right - left, bottom - top
+    if region_w < src.width or region_h < src.height:
+        # Shrinking: antialias with a proper resize first (the affine transform point-samples).
+        shrunk = (
+            max(1, min(src.width, math.ceil(region_w))),
+            max(1, min(src.height, math.ceil(region_h))),
+        )
+        src = src.resize(shrunk, Image.Resampling.BILINEAR)
+    # Affine map from output coordinates to source coordinates (Pillow samples pixel centres).
+    a = src.width / region_w
+    e = src.height / region_h
+    placed = src.transform(
+        size,
+        Image.Transform.AFFINE,
+        (a, 0.0, -left * a, 0.0, e, -top * e),
+        resample=Image.Resampling.BILINEAR,
+        fillcolor=0.0,
+    )
+    return np.asarray(placed, dtype=np.float32)
+
+
+def heatmap_rgba(attr: npt.ArrayLike, placement: Placement, spec: RenderSpec) -> Image.Image:
+    """The heat colours as an ``RGBA`` image of ``output_size(placement.image_size, ...)``.
+
+    ``attr`` (H x W or C x H x W at the model's input size) is normalised, upsampled onto the
+    crop region and coloured by ``colorize``; outside the crop region it is fully transparent.
+    The alpha channel is the heat alpha alone (``spec.alpha`` is applied by ``overlay``).
+    """
+    norm = normalize_attribution(attr, spec.sign, spec.outlier_perc)
+    size = output_size(placement.image_size, spec.max_size)
+    return Image.fromarray(colorize(place_map(norm, placement, size), spec))
+
+
+def _base_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as RGB; transparent parts are shown over white."""
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        base = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(base, rgba).convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def blend(image: Image.Image, heat: Image.Image, alpha: float) -> Image.Image:
+    """``image * (1 - a) + heat_rgb * a`` with ``a = alpha * heat_alpha / 255``, as ``RGB``.
+
+    ``image`` is converted to RGB and resized (bilinear, antialiased) to ``heat.size``.
+    """
+    base = _base_rgb(image)
+    if base.size != heat.size:
+        base = base.resize(heat.size, Image.Resampling.BILINEAR, reducing_gap=3.0)
+    weights = [round(v * alpha) for v in range(256)]
+    mask = heat.getchannel("A").point(weights)
+    return Image.composite(heat.convert("RGB"), base, mask)
+
+
+def _check_image(image: Image.Image, placement: Placement) -> None:
+    if image.size != placement.image_size:
+        raise ValueError(
+            f"image size {image.size} does not match placement.image_size {placement.image_size}"
+        )
+
+
+def overlay(
+    image: Image.Image, attr: npt.ArrayLike, placement: Placement, spec: RenderSpec
+) -> Image.Image:
+    """The submitted ``image`` blended with the heat colours of ``attr`` (``RGB``).
+
+    Per pixel ``out = img * (1 - a) + colour * a`` with ``a = spec.alpha * heat_alpha / 255``,
+    so zero-attribution areas show the original image. Size is ``output_size(...)``.
+    """
+    _check_image(image, placement)
+    return blend(image, heatmap_rgba(attr, placement, spec), spec.alpha)
+
+
+def overlay_and_heatmap(
+    image: Image.Image, attr: npt.ArrayLike, placement: Placement, spec: RenderSpec
+) -> tuple[Image.Image, Image.Image]:
+    """``(overlay(...), heatmap_rgba(...))`` computed with one normalise/resample/colour pass."""
+    _check_image(image, placement)
+    heat = heatmap_rgba(attr, placement, spec)
+    return blend(image, heat, spec.alpha), heat
