@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from PIL import Image
 
 from app.inference.inputs import DecodedImage
 from app.render import (
@@ -18,6 +19,7 @@ from app.render import (
     encode_png,
     heatmap_rgba,
     overlay,
+    overlay_and_heatmap,
     summary_sentence,
 )
 from app.schemas import RenderOptions
@@ -39,12 +41,19 @@ def render_image(job: ImageRender) -> dict[str, Any]:
                       sign=job.options.sign, max_size=job.options.max_size)
     placement = Placement(job.image.image.size, job.image.crop_box)
     out: dict[str, Any] = {}
-    if "overlay" in job.outputs:
-        png = encode_png(overlay(job.image.image, attr, placement, spec))
+    blended: Image.Image | None
+    heat: Image.Image | None
+    if {"overlay", "heatmap"} <= job.outputs:
+        blended, heat = overlay_and_heatmap(job.image.image, attr, placement, spec)
+    else:
+        blended = overlay(job.image.image, attr, placement, spec) if "overlay" in job.outputs else None
+        heat = heatmap_rgba(attr, placement, spec) if "heatmap" in job.outputs else None
+    if blended is not None:
+        png = encode_png(blended)
         out["overlay"] = data_uri(png)
         out["_png"] = png
-    if "heatmap" in job.outputs:
-        out["heatmap"] = data_uri(encode_png(heatmap_rgba(attr, placement, spec)))
+    if heat is not None:
+        out["heatmap"] = data_uri(encode_png(heat))
     if "attributions" in job.outputs:
         out["attributions"] = np.round(attr.astype(np.float64), 7).tolist()
     return out
