@@ -72,6 +72,8 @@ class ModelSpec(_Strict):
     precision: Precision = "fp32"
     compile: bool = False
     max_batch_size: int | None = Field(None, ge=1)
+    max_batch_rows: int | None = Field(None, ge=1)
+    """Work rows (instances x passes) per batch and per Captum chunk; default MAX_BATCH_ROWS."""
     tabular: TabularSpec | None = None
     image: ImageSpec | None = None
     catalog_dir: Path | None = Field(None, exclude=True)
@@ -139,6 +141,8 @@ def _resolve(base: Path, entry: dict[str, Any], name: str) -> None:
         value = entry.get(key)
         if value is None:
             continue
+        if not isinstance(value, str):
+            raise CatalogError(f"catalog entry '{name}': {key}: expected a path string")
         path = Path(value)
         if not path.is_absolute():
             path = base / path
@@ -161,6 +165,8 @@ def load_catalog(path: Path) -> list[ModelSpec]:
     specs: list[ModelSpec] = []
     seen: set[str] = set()
     for index, raw in enumerate(entries):
+        if not isinstance(raw, dict):
+            raise CatalogError(f"catalog entry '#{index}': (entry): expected a [[models]] table")
         entry = dict(raw)
         name = str(entry.get("name", f"#{index}"))
         _resolve(path.parent, entry, name)

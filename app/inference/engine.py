@@ -79,7 +79,8 @@ def run_batch(model: LoadedModel, work: Sequence[Work], max_rows: int) -> list[R
     sizes = [item.inputs.shape[0] for item in work]
     x = _to_device(model, [item.inputs for item in work])
     with torch.inference_mode():
-        scores = scores_from_outputs(model, model.module(x))
+        chunks = [model.module(x[i : i + max_rows]) for i in range(0, x.shape[0], max_rows)]
+        scores = scores_from_outputs(model, torch.cat(chunks))
     if isinstance(work[0], PredictWork):
         host = scores.float().cpu().numpy()
         return [PredictResult(s) for s in _split(host, sizes)]

@@ -23,6 +23,7 @@ Image.MAX_IMAGE_PIXELS = None  # our own limit is checked from the header, befor
 
 ACCEPTED_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 _SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
+_URLSAFE = str.maketrans("-_", "+/")
 _DATA_URI = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?(;[\w=.+-]+)*;base64,", re.ASCII)
 
 
@@ -65,8 +66,11 @@ def image_bytes(instance: Any, index: int) -> bytes:
     try:
         return base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
-        try:  # URL-safe alphabet is common from browsers
-            return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+        # URL-safe alphabet, missing padding and line breaks are common from browsers and tools;
+        # anything else outside the alphabet is an error (not silently dropped as b64decode does).
+        lenient = "".join(encoded.split()).translate(_URLSAFE)
+        try:
+            return base64.b64decode(lenient + "=" * (-len(lenient) % 4), validate=True)
         except (binascii.Error, ValueError):
             raise BadRequest(f"instance {index}: invalid base64") from None
 
@@ -91,6 +95,10 @@ def open_image(data: bytes, max_pixels: int, where: str = "image") -> Image.Imag
     try:
         img.load()
         upright = ImageOps.exif_transpose(img) or img
+        if upright.mode in ("I;16", "I;16B", "I;16L", "I"):
+            # 16-bit greyscale PNG: convert("RGB") would clip at 255 instead of scaling.
+            wide = np.asarray(upright, dtype=np.float64) / 257.0
+            upright = Image.fromarray(np.clip(np.rint(wide), 0, 255).astype(np.uint8))
         return upright.convert("RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise BadRequest(f"{where}: corrupt or truncated image ({exc})") from None
@@ -164,7 +172,7 @@ def _put(rows: NDArray[np.float64], i: int, j: int, value: Any, loc: tuple[str |
          errors: list[ErrorItem]) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         errors.append(ErrorItem(loc, "not a number"))
-    elif not math.isfinite(value):
+    elif isinstance(value, float) and not math.isfinite(value):  # math.isfinite overflows on huge ints
         errors.append(ErrorItem(loc, "not a finite number"))
     elif abs(value) > 3.0e38:
         errors.append(ErrorItem(loc, "out of range for float32"))

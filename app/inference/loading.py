@@ -84,8 +84,14 @@ def _state_dict(spec: ModelSpec, path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
-    loaded = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # SafetensorError derives from Exception only
+            raise _fail(spec, "weights", f"{path.name} is not a safetensors file: {exc}") from exc
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle.UnpicklingError for anything but plain tensors and containers
+        raise _fail(spec, "weights", f"{path.name} is not a weights-only state dict: {exc}") from exc
     if not isinstance(loaded, dict):
         raise _fail(spec, "weights", f"{path.name} does not hold a state dict")
     return loaded
@@ -122,6 +128,7 @@ def _build_net(spec: ModelSpec) -> nn.Module:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", FutureWarning)  # "`torch.jit.load` is deprecated"
             return torch.jit.load(str(spec.weights), map_location="cpu")
     except Exception as exc:
         raise _fail(spec, "weights", f"not a TorchScript archive: {exc}") from exc
@@ -217,7 +224,8 @@ def _check_widths(spec: ModelSpec, module: Standardized, device: torch.device) -
         if width != 1:
             raise _fail(spec, "task", f"regression models must have one output, this one has {width}")
     elif labels is not None and not (len(labels) == width or (width == 1 and len(labels) == 2)):
-        raise _fail(spec, "labels", f"{len(labels)} labels for a model with {width} outputs")
+        key = "labels_file" if spec.labels_file is not None else "labels"
+        raise _fail(spec, key, f"{len(labels)} labels for a model with {width} outputs")
     return width
 
 

@@ -57,6 +57,15 @@ def _chunk(rows: int, passes: int, max_rows: int) -> int:
     return max(1, min(rows * passes, max_rows))
 
 
+def _in_chunks(run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
+               targets: torch.Tensor, max_rows: int) -> torch.Tensor:
+    """Single-pass methods: at most `max_rows` rows through the model at once."""
+    if x.shape[0] <= max_rows:
+        return run(x, targets)
+    parts = [run(x[i : i + max_rows], targets[i : i + max_rows]) for i in range(0, x.shape[0], max_rows)]
+    return torch.cat(parts)
+
+
 def _integrated_gradients(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
                           prm: p.IntegratedGradientsParams, max_rows: int) -> Attribution:
     ig = IntegratedGradients(TargetScalar(model))
@@ -70,22 +79,29 @@ def _integrated_gradients(model: LoadedModel, x: torch.Tensor, targets: torch.Te
 
 def _saliency(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
               prm: p.SaliencyParams, max_rows: int) -> Attribution:
-    attr = Saliency(TargetScalar(model)).attribute(
-        x, additional_forward_args=(targets,), abs=prm.abs)
+    saliency = Saliency(TargetScalar(model))
+    attr = _in_chunks(lambda xs, ts: saliency.attribute(xs, additional_forward_args=(ts,), abs=prm.abs),
+                      x, targets, max_rows)
     return attr, None
 
 
 def _input_x_gradient(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
                       prm: p.NoParams, max_rows: int) -> Attribution:
-    return InputXGradient(TargetScalar(model)).attribute(x, additional_forward_args=(targets,)), None
+    ixg = InputXGradient(TargetScalar(model))
+    return _in_chunks(lambda xs, ts: ixg.attribute(xs, additional_forward_args=(ts,)), x, targets, max_rows), None
 
 
 def _gradcam(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
              prm: p.GradCamParams, max_rows: int) -> Attribution:
     layer = layer_path(model, prm)
     cam = LayerGradCam(TargetScalar(model), model.module.get_submodule(layer))
-    attr = cam.attribute(x, additional_forward_args=(targets,), relu_attributions=True)
-    return LayerAttribution.interpolate(attr, tuple(x.shape[-2:]), "bilinear"), None
+    size = tuple(x.shape[-2:])
+
+    def run(xs: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+        maps = cam.attribute(xs, additional_forward_args=(ts,), relu_attributions=True)
+        return LayerAttribution.interpolate(maps, size, "bilinear")
+
+    return _in_chunks(run, x, targets, max_rows), None
 
 
 def layer_path(model: LoadedModel, prm: p.GradCamParams) -> str:

@@ -206,6 +206,12 @@ class Batcher(Generic[P]):
             if len(results) != len(batch):
                 raise InternalError(
                     f"batch handler returned {len(results)} results for {len(batch)} items")
+        except asyncio.CancelledError:  # drain ran out of time: still answer every future once
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(
+                        NotReady("the service shut down before this was served"))
+            raise
         except Exception as exc:  # the handler failed as a whole: every future gets this error
             logger.exception("batch of %d items for model %s failed", len(batch), self.name)
             error = exc if isinstance(exc, InternalError) else InternalError("batch failed")

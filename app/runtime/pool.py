@@ -62,6 +62,31 @@ def isolate(run: Callable[[list[W]], Sequence[R]], work: list[W], what: str = "i
     return results
 
 
+class RowBudget:
+    """A replica's work rows per Captum chunk, halved for good when the device runs out of memory.
+
+    Chunking bounds the memory of multi-pass methods (IG steps, occlusion windows) whatever the
+    batch; the first out-of-memory error teaches the replica a smaller chunk, so later batches
+    don't fail the same way. Below `floor` the error goes up and the batch is split instead.
+    """
+
+    def __init__(self, model: str, rows: int, floor: int = 8):
+        self.model = model
+        self.rows = rows
+        self.floor = floor
+
+    def run(self, compute: Callable[[int], Sequence[R]]) -> Sequence[R]:
+        while True:
+            try:
+                return compute(self.rows)
+            except Exception as exc:
+                if not is_out_of_memory(exc) or self.rows <= self.floor:
+                    raise
+                _release_cached_memory()
+                self.rows //= 2
+                logger.warning("model %s: out of memory; chunks are now %d work rows", self.model, self.rows)
+
+
 class Worker(Generic[W, R]):
     """One thread and the replica it owns; `handle` is a batcher handler."""
 

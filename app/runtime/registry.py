@@ -19,7 +19,7 @@ from app.inference.methods import METHODS, model_overrides, supported_methods
 from app.inference.params import resolve_params
 from app.metrics import Metrics
 from app.runtime.batcher import Batcher, Limits
-from app.runtime.pool import Worker
+from app.runtime.pool import RowBudget, Worker
 
 logger = logging.getLogger(__name__)
 
@@ -116,11 +116,14 @@ class Registry:
                 raise CatalogError(f"catalog entry '{spec.name}': method_params.{name}: {exc}") from exc
         device = resolve_device(spec.device or self.settings.device)
         replicas = [load_model(spec, device) for _ in range(self.settings.workers_per_device)]
-        max_rows = self.settings.max_batch_rows
+        max_rows = spec.max_batch_rows or self.settings.max_batch_rows
         workers: list[Worker[Work, Result]] = []
         for i, replica in enumerate(replicas):
-            def run(work: list[Work], replica: LoadedModel = replica) -> list[Result]:
-                return run_batch(replica, work, max_rows)
+            budget = RowBudget(spec.name, max_rows)
+
+            def run(work: list[Work], replica: LoadedModel = replica, budget: RowBudget = budget) -> list[Result]:
+                return list(budget.run(lambda rows: run_batch(replica, work, rows)))
+
             workers.append(Worker(f"{spec.name}-{i}", run))
         limits = Limits(
             max_items=spec.max_batch_size or self.settings.max_batch_size,

@@ -80,6 +80,7 @@ def test_concurrent_image_explanations_are_batched_and_match_captum_alone(gpu_se
             expected = LayerAttribution.interpolate(cam, (128, 128), "bilinear")[0].sum(0)
         else:
             expected = IntegratedGradients(reference.module).attribute(x, target=target, n_steps=32)[0].sum(0)
+        expected = expected.detach()
         got = torch.tensor(answer["explanations"][0]["attributions"])
         scale = float(expected.abs().max()) + 1e-12
         # TF32 convolutions on the GPU against float32 on the CPU: compare relative to the map's peak.
@@ -95,6 +96,6 @@ def test_tabular_ig_on_gpu_equals_cpu_captum(gpu_server: LiveServer) -> None:
     for instance, explanation in zip(body["instances"], answer["explanations"], strict=True):
         x = torch.tensor([[float(instance[f]) for f in features]])
         target = explanation["target"]["index"]
-        expected = IntegratedGradients(reference.module).attribute(x, target=target, n_steps=32)[0]
+        expected = IntegratedGradients(reference.module).attribute(x, target=target, n_steps=32)[0].detach()
         got = torch.tensor([a["attribution"] for a in explanation["attributions"]])
         np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-3, atol=1e-4 * float(expected.abs().max()))
