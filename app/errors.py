@@ -98,6 +98,14 @@ class DeadlineExceeded(ServiceError):
     title = "Gateway Timeout"
 
 
+class ClientClosed(ServiceError):
+    """The client went away before its answer was ready (nginx's 499); nobody reads this answer,
+    but it keeps the disconnect out of the error log and labels it in the request metrics."""
+
+    status = 499
+    title = "Client Closed Request"
+
+
 class InternalError(ServiceError):
     """A genuine server fault; the traceback goes to the log, not to the client."""
 

@@ -12,8 +12,12 @@ from app.context import request_id_var
 
 
 class _RequestIdFilter(logging.Filter):
+    """The request id of the current context, unless the call gave one (`extra={"request_id": ...}`,
+    as worker threads do for the item they log about)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id_var.get()
+        if not isinstance(getattr(record, "request_id", None), str):
+            record.request_id = request_id_var.get()
         return True
 
 

@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.middleware.cors import CORSMiddleware
 
 from app.api import explain, health, models, openapi, predict, problems
-from app.api.middleware import RequestContext
+from app.api.middleware import ProblemCORS, RequestContext
 from app.config import Settings, get_settings
 from app.context import InFlight
+from app.inference.methods import METHODS
 from app.metrics import Metrics
 from app.runtime.registry import Registry, memory_probe
 from app.runtime.service import Service
@@ -66,8 +66,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     openapi.install(app)
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+        app.add_middleware(ProblemCORS, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["*"],
-                           expose_headers=["X-Request-ID"])
-    app.add_middleware(RequestContext, metrics=metrics, in_flight=in_flight)
+                           expose_headers=["X-Request-ID", "Retry-After"])
+    app.add_middleware(RequestContext, metrics=metrics, in_flight=in_flight,
+                       models=lambda: registry.models, methods=frozenset(METHODS))
     return app

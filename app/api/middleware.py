@@ -5,10 +5,16 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Callable, Collection
 
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.problems import problem_response
 from app.context import InFlight, request_id_var
+from app.errors import BadRequest
 from app.metrics import Metrics
 
 _SAFE_ID = re.compile(r"^[\w.:/+=@-]{1,128}$")
@@ -16,12 +22,19 @@ LABELS_KEY = "explainserve.labels"
 
 
 class RequestContext:
-    """Sets `X-Request-ID` and records request counts and latency by route, model, method, status."""
+    """Sets `X-Request-ID` and records request counts and latency by route, model, method, status.
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, in_flight: InFlight):
+    Model and method labels come from the request; names the service does not know are recorded
+    as "unknown", so clients cannot grow the metrics without bound by inventing names.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, in_flight: InFlight,
+                 models: Callable[[], Collection[str]] = tuple, methods: Collection[str] = ()):
         self.app = app
         self.metrics = metrics
         self.in_flight = in_flight
+        self.models = models
+        self.methods = methods
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -55,8 +68,26 @@ class RequestContext:
             self.in_flight.count -= 1
             route = labels.get("route", "other")
             model = labels.get("model", "")
+            if model and model not in self.models():
+                model = "unknown"
             method = labels.get("method", "")
+            if method and method not in self.methods:
+                method = "unknown"
             self.metrics.requests.labels(route, model, method, str(status)).inc()
             if route != "other":
                 self.metrics.latency.labels(route, model, "request").observe(time.perf_counter() - started)
             request_id_var.reset(token)
+
+
+class ProblemCORS(CORSMiddleware):
+    """Starlette's CORS handling, with a refused preflight answered in problem+json like every error."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        refused = problem_response(BadRequest(bytes(response.body).decode()))
+        for name, value in response.headers.items():
+            if name not in ("content-type", "content-length"):
+                refused.headers[name] = value
+        return refused

@@ -37,6 +37,7 @@ class Standardized(nn.Module):
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
         self.dtype = dtype
+        self.training = False  # nn.Module starts in training mode; this one is served in eval mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = (x - self.mean) / self.std

@@ -66,6 +66,11 @@ def _in_chunks(run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: tor
     return torch.cat(parts)
 
 
+def _grad_leaf(x: torch.Tensor) -> torch.Tensor:
+    """Inputs that gradients are taken against (Captum warns, once per process, when they are not)."""
+    return x.detach().requires_grad_()
+
+
 def _integrated_gradients(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
                           prm: p.IntegratedGradientsParams, max_rows: int) -> Attribution:
     ig = IntegratedGradients(TargetScalar(model))
@@ -80,15 +85,17 @@ def _integrated_gradients(model: LoadedModel, x: torch.Tensor, targets: torch.Te
 def _saliency(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
               prm: p.SaliencyParams, max_rows: int) -> Attribution:
     saliency = Saliency(TargetScalar(model))
-    attr = _in_chunks(lambda xs, ts: saliency.attribute(xs, additional_forward_args=(ts,), abs=prm.abs),
-                      x, targets, max_rows)
+    attr = _in_chunks(
+        lambda xs, ts: saliency.attribute(_grad_leaf(xs), additional_forward_args=(ts,), abs=prm.abs),
+        x, targets, max_rows)
     return attr, None
 
 
 def _input_x_gradient(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
                       prm: p.NoParams, max_rows: int) -> Attribution:
     ixg = InputXGradient(TargetScalar(model))
-    return _in_chunks(lambda xs, ts: ixg.attribute(xs, additional_forward_args=(ts,)), x, targets, max_rows), None
+    return _in_chunks(lambda xs, ts: ixg.attribute(_grad_leaf(xs), additional_forward_args=(ts,)),
+                      x, targets, max_rows), None
 
 
 def _gradcam(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
@@ -125,15 +132,21 @@ def _occlusion(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
     attr = Occlusion(TargetScalar(model)).attribute(
         x, sliding_window_shapes=(channels, window, window), strides=(channels, prm.stride, prm.stride),
         baselines=0.0, additional_forward_args=(targets,),
-        perturbations_per_eval=max(1, max_rows // x.shape[0]))
+        perturbations_per_eval=_per_eval(max_rows, x.shape[0], _occlusion_passes(prm, tuple(x.shape)) - 1))
     return attr, None
+
+
+def _per_eval(max_rows: int, rows: int, perturbations: int) -> int:
+    """Perturbations per forward: Captum expands the inputs that many times up front, so never
+    more than there are perturbations (or than MAX_BATCH_ROWS allows)."""
+    return max(1, min(max_rows // rows, perturbations))
 
 
 def _feature_ablation(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
                       prm: p.FeatureAblationParams, max_rows: int) -> Attribution:
     attr = FeatureAblation(TargetScalar(model)).attribute(
         x, baselines=baseline_for(model, x, prm.baseline), additional_forward_args=(targets,),
-        perturbations_per_eval=max(1, max_rows // x.shape[0]))
+        perturbations_per_eval=_per_eval(max_rows, x.shape[0], x.shape[-1]))
     return attr, None
 
 

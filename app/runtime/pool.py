@@ -43,8 +43,9 @@ def isolate(run: Callable[[list[W]], Sequence[R]], work: list[W], what: str = "i
         if is_out_of_memory(exc):
             _release_cached_memory()
             if len(work) == 1:
+                rid = getattr(work[0], "request_id", "-")
                 logger.warning("one %s alone does not fit in device memory (request id %s): %s", what,
-                               getattr(work[0], "request_id", "-"), exc)
+                               rid, exc, extra={"request_id": rid})
                 return [PayloadTooLarge(
                     f"this {what} alone does not fit in the device's memory; send fewer instances "
                     "or lighter parameters (e.g. fewer n_steps / n_samples)")]
@@ -52,8 +53,8 @@ def isolate(run: Callable[[list[W]], Sequence[R]], work: list[W], what: str = "i
             logger.info("out of memory on a batch of %d; splitting", len(work))
             return isolate(run, work[:half], what) + isolate(run, work[half:], what)
         if len(work) == 1:
-            logger.exception("computing one %s failed (request id %s)", what,
-                             getattr(work[0], "request_id", "-"))
+            rid = getattr(work[0], "request_id", "-")
+            logger.exception("computing one %s failed (request id %s)", what, rid, extra={"request_id": rid})
             return [InternalError(f"computing this {what} failed: {type(exc).__name__}")]
         logger.warning("batch of %d failed (%s); retrying item by item", len(work), exc)
         return [outcome for w in work for outcome in isolate(run, [w], what)]

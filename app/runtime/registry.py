@@ -92,6 +92,7 @@ class Registry:
             started = time.perf_counter()
             entry = await asyncio.to_thread(self._build, spec)
             entry.batcher.start()
+            self.metrics.queue_changed(spec.name, 0)  # every model's queue gauge exists from the start
             self.models[spec.name] = entry
             self._statuses[spec.name] = "ready"
             logger.info("model %s ready in %.1f s", spec.name, time.perf_counter() - started)
