@@ -4,6 +4,7 @@ rejected later as non-finite), multipart forms for curl, and `Accept` negotiatio
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -14,6 +15,9 @@ from app.api.problems import validation_error
 from app.errors import BadRequest, PayloadTooLarge, UnsupportedMedia
 
 M = TypeVar("M", bound=BaseModel)
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
+"""A form field that is an integer: a few ASCII digits (`str.isdigit` also accepts '²', which int()
+refuses, and int() refuses more than 4300 digits)."""
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -38,33 +42,36 @@ def parse_json(body: bytes) -> Any:
         raise BadRequest("empty body: send a JSON object")
     try:
         return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, and integers of over 4300 digits
         raise BadRequest(f"malformed JSON: {exc}") from None
     except RecursionError:
         raise BadRequest("malformed JSON: nested too deeply") from None
 
 
+def _json_field(name: str, text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise BadRequest(f"form field '{name}' must be {what}: {exc}") from None
+    except RecursionError:
+        raise BadRequest(f"form field '{name}' must be {what}: nested too deeply") from None
+
+
 def _form_value(name: str, raw: str) -> Any:
     if name in ("params", "render"):
-        try:
-            return json.loads(raw) if raw.strip() else {}
-        except json.JSONDecodeError as exc:
-            raise BadRequest(f"form field '{name}' must be JSON: {exc}") from None
+        return _json_field(name, raw, "JSON") if raw.strip() else {}
     if name == "outputs":
         return [part.strip() for part in raw.split(",") if part.strip()]
     if name == "top_k":
-        return int(raw) if raw.strip().lstrip("-").isdigit() else raw
+        return int(raw) if _INTEGER.fullmatch(raw.strip()) else raw  # anything else: 422 from the schema
     if name == "target":
         text = raw.strip()
         if text in ("", "null"):
             return None
-        if text.lstrip("-").isdigit():
+        if _INTEGER.fullmatch(text):
             return int(text)
         if text.startswith("["):
-            try:
-                return json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise BadRequest(f"form field 'target' must be an index, a label or JSON: {exc}") from None
+            return _json_field(name, text, "an index, a label or JSON")
         return text
     return raw
 

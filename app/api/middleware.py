@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -14,8 +15,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.problems import problem_response
 from app.context import InFlight, request_id_var
-from app.errors import BadRequest
+from app.errors import BadRequest, InternalError
 from app.metrics import Metrics
+
+logger = logging.getLogger(__name__)
 
 _SAFE_ID = re.compile(r"^[\w.:/+=@-]{1,128}$")
 LABELS_KEY = "explainserve.labels"
@@ -52,10 +55,13 @@ class RequestContext:
         status = 500
         started = time.perf_counter()
 
+        status_sent = False
+
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, status_sent
             if message["type"] == "http.response.start":
                 status = message["status"]
+                status_sent = True
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode("latin-1")))
                 message["headers"] = headers
@@ -64,6 +70,13 @@ class RequestContext:
         self.in_flight.count += 1
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # A bug, not a client error: log it with the request id and answer problem+json
+            # carrying X-Request-ID (Starlette's last-resort handler sits outside this middleware).
+            if status_sent:
+                raise
+            logger.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            await problem_response(InternalError("internal server error"))(scope, receive, send_with_id)
         finally:
             self.in_flight.count -= 1
             route = labels.get("route", "other")

@@ -1,0 +1,109 @@
+"""Model discovery: /v1/models and /v1/models/{model} against the served catalog (API.md ModelInfo)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from app.inference.catalog import ModelSpec, load_catalog
+from app.schemas import ModelInfo
+from tests.conftest import LiveServer
+
+MODEL_INFO_KEYS = {"name", "kind", "task", "labels", "features", "input", "device",
+                   "default_method", "methods"}
+COMMON_METHODS = {"integrated_gradients", "gradient_shap", "saliency", "input_x_gradient", "smoothgrad"}
+TABULAR_METHODS = COMMON_METHODS | {"feature_ablation", "kernel_shap"}
+IMAGE_METHODS = COMMON_METHODS | {"gradcam", "occlusion"}
+DEMO_MODELS = ["breast-cancer", "purchase", "diabetes", "shapes"]
+
+
+@pytest.fixture(scope="module")
+def specs(live: LiveServer) -> dict[str, ModelSpec]:
+    return {spec.name: spec for spec in load_catalog(live.app.state.settings.models)}
+
+
+def check_info(info: dict, spec: ModelSpec) -> None:  # type: ignore[type-arg]
+    assert set(info) == MODEL_INFO_KEYS
+    ModelInfo.model_validate(info)
+    assert info["name"] == spec.name
+    assert info["kind"] == spec.kind
+    assert info["task"] == spec.task
+    assert info["device"] == "cpu"
+    assert info["labels"] == spec.label_list
+    names = [m["name"] for m in info["methods"]]
+    assert len(names) == len(set(names))
+    assert info["default_method"] in names
+    if spec.default_method:
+        assert info["default_method"] == spec.default_method
+    for method in info["methods"]:
+        assert set(method) == {"name", "params"} and isinstance(method["params"], dict)
+    params = {m["name"]: m["params"] for m in info["methods"]}
+    assert params["integrated_gradients"]["n_steps"] == 32
+    assert params["integrated_gradients"]["baseline"] == "zeros"
+    assert "n_samples" in params["gradient_shap"] and "stdevs" in params["gradient_shap"]
+    if spec.kind == "tabular":
+        assert info["input"] is None
+        assert info["features"] == [{"name": f} for f in spec.features or []]
+        assert set(names) == TABULAR_METHODS
+        assert "gradcam" not in names and "occlusion" not in names
+        assert "baseline" in params["feature_ablation"] and "n_samples" in params["kernel_shap"]
+    else:
+        assert info["features"] is None
+        height, width = spec.image_spec.size
+        assert info["input"] == {"height": height, "width": width, "channels": 3}
+        assert set(names) == IMAGE_METHODS
+        assert "feature_ablation" not in names and "kernel_shap" not in names
+        assert {"window", "stride"} <= set(params["occlusion"])
+        assert "layer" in params["gradcam"]
+    if spec.task == "regression":
+        assert info["labels"] is None
+
+
+def test_list_models_has_every_catalog_model(client: httpx.Client, specs: dict[str, ModelSpec]) -> None:
+    r = client.get("/v1/models")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("application/json")
+    body = r.json()
+    assert set(body) == {"models"}
+    assert [m["name"] for m in body["models"]] == list(specs)
+    assert set(DEMO_MODELS) <= set(specs)
+    for info in body["models"]:
+        check_info(info, specs[info["name"]])
+
+
+@pytest.mark.parametrize("name", DEMO_MODELS)
+def test_get_model(client: httpx.Client, specs: dict[str, ModelSpec], name: str) -> None:
+    r = client.get(f"/v1/models/{name}")
+    assert r.status_code == 200
+    info = r.json()
+    check_info(info, specs[name])
+    listed = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    assert info == listed[name]
+
+
+def test_demo_model_facts(client: httpx.Client) -> None:
+    bc = client.get("/v1/models/breast-cancer").json()
+    assert bc["labels"] == ["malignant", "benign"]
+    assert bc["features"][0] == {"name": "mean radius"} and len(bc["features"]) == 30
+    assert bc["features"][-1] == {"name": "worst fractal dimension"}
+    purchase = client.get("/v1/models/purchase").json()
+    assert [f["name"] for f in purchase["features"]] == [
+        "age", "monthly_spend", "category_views", "cart_adds", "follows_brand", "return_rate"]
+    diabetes = client.get("/v1/models/diabetes").json()
+    assert diabetes["task"] == "regression" and diabetes["labels"] is None
+    shapes = client.get("/v1/models/shapes").json()
+    assert shapes["input"] == {"height": 128, "width": 128, "channels": 3}
+    assert shapes["labels"] == ["circle", "square", "triangle", "star"]
+    assert shapes["default_method"] == "gradcam"
+
+
+@pytest.mark.parametrize("name", ["nope", "resnet50", "Breast-Cancer"])
+def test_unknown_model_is_404_problem(client: httpx.Client, name: str) -> None:
+    r = client.get(f"/v1/models/{name}")
+    assert r.status_code == 404
+    assert r.headers["content-type"] == "application/problem+json"
+    problem = r.json()
+    assert problem["status"] == 404 and problem["title"] == "Not Found"
+    assert problem["type"] == "about:blank"
+    assert name in problem["detail"]
+    assert r.headers.get("x-request-id")
