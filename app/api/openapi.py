@@ -23,11 +23,22 @@ _MULTIPART = {
 }
 
 
+_TIMEOUT_HEADER = {
+    "name": "X-Request-Timeout", "in": "header", "required": False,
+    "description": "Deadline in seconds (at most REQUEST_TIMEOUT_S); past it the answer is a 504",
+    "schema": {"type": "number", "exclusiveMinimum": 0},
+}
+
+
 def request_body(model: type[BaseModel]) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"$ref": _REF.format(model=model.__name__)}},
-        "multipart/form-data": {"schema": _MULTIPART},
-    }}}
+    """The JSON and multipart bodies of a model route, and its X-Request-Timeout header."""
+    return {
+        "parameters": [_TIMEOUT_HEADER],
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": {"$ref": _REF.format(model=model.__name__)}},
+            "multipart/form-data": {"schema": _MULTIPART},
+        }},
+    }
 
 
 def install(app: FastAPI) -> None:

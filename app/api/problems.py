@@ -79,6 +79,15 @@ def _problem_content() -> dict[str, Any]:
     return {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
 
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying",
+                                 "schema": {"type": "integer", "minimum": 1}}}
+
+
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` entries for problem+json answers."""
-    return {s: {"description": HTTPStatus(s).phrase, "content": _problem_content()} for s in statuses}
+    """OpenAPI `responses` entries for problem+json answers (429 and 503 carry Retry-After)."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for s in statuses:
+        responses[s] = {"description": HTTPStatus(s).phrase, "content": _problem_content()}
+        if s in (429, 503):
+            responses[s]["headers"] = _RETRY_AFTER
+    return responses

@@ -12,6 +12,7 @@ import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from captum.attr import (
     Occlusion,
     Saliency,
 )
+from captum.attr._utils import approximation_methods as _captum_approximation
 
 from app.errors import InvalidInput
 from app.inference import params as p
@@ -39,6 +41,27 @@ Attribution = tuple[torch.Tensor, torch.Tensor | None]
 """Per-row attributions shaped like the inputs (GradCAM: N x 1 x H x W) and per-row deltas."""
 
 _RNG_LOCK = threading.Lock()
+
+
+def _cache_gauss_legendre() -> None:
+    """Captum recomputes the Gauss-Legendre nodes and weights (numpy's `leggauss`, about 0.5 ms
+    for 32 steps) twice per IG call, though they depend on n_steps alone: serve them from a
+    cache. Same numbers; skipped if a Captum version no longer has the builder."""
+    original = getattr(_captum_approximation, "gauss_legendre_builders", None)
+    if original is None or getattr(original, "cached", False):
+        return
+    step_sizes, alphas = original()
+    cached_steps = lru_cache(maxsize=128)(lambda n: tuple(step_sizes(n)))
+    cached_alphas = lru_cache(maxsize=128)(lambda n: tuple(alphas(n)))
+
+    def builders() -> tuple[Callable[[int], list[float]], Callable[[int], list[float]]]:
+        return (lambda n: list(cached_steps(n))), (lambda n: list(cached_alphas(n)))
+
+    builders.cached = True  # type: ignore[attr-defined]
+    _captum_approximation.gauss_legendre_builders = builders
+
+
+_cache_gauss_legendre()
 
 
 @dataclass(frozen=True)

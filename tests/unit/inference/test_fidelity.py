@@ -66,7 +66,6 @@ def pointing_samples() -> list[ShapeSample]:
 
 def _sklearn_split(which: str) -> np.ndarray:
     """Held-out rows of the sklearn dataset the model was trained on (models/train.py's split)."""
-    pytest.importorskip("sklearn")
     from models import train
 
     if which == "breast-cancer":
@@ -75,7 +74,6 @@ def _sklearn_split(which: str) -> np.ndarray:
 
 
 def _purchase_rows(n: int, seed: int) -> np.ndarray:
-    pytest.importorskip("sklearn")  # models.train imports it
     from models.train import purchase_data
 
     return purchase_data(seed=seed, rows=n)[0]
