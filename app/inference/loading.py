@@ -112,11 +112,7 @@ def _build_net(spec: ModelSpec) -> nn.Module:
         import torchvision
 
         try:
-            # Without weights the net keeps its random initialisation: seeded, so that every
-            # process and every replica serves the same function (and answers the same).
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)
-                net = torchvision.models.get_model(spec.architecture or "", weights=None, **spec.builder_args)
+            net = torchvision.models.get_model(spec.architecture or "", weights=None, **spec.builder_args)
         except (ValueError, TypeError) as exc:
             raise _fail(spec, "architecture", str(exc)) from exc
         if spec.weights is not None:

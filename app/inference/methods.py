@@ -13,10 +13,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from captum._utils.gradient import compute_gradients
 from captum.attr import (
     FeatureAblation,
     GradientShap,
@@ -64,6 +65,30 @@ def _cache_gauss_legendre() -> None:
 _cache_gauss_legendre()
 
 
+def _summed_gradients(forward_fn: Callable[..., torch.Tensor], inputs: tuple[torch.Tensor, ...],
+                      target_ind: Any = None, additional_forward_args: Any = None) -> tuple[torch.Tensor, ...]:
+    """Captum's `compute_gradients` for the explained function (one scalar per row): one backward
+    from the sum of the rows' outputs instead of one autograd root per row (`torch.unbind`).
+    Rows do not interact, so the gradients are the same; the per-row Python work is gone (a batch
+    of 64 IG requests is 2048 roots: about 9 of its 19 ms on CPU)."""
+    if target_ind is not None:
+        return compute_gradients(forward_fn, inputs, target_ind, additional_forward_args)
+    args = additional_forward_args if additional_forward_args is not None else ()
+    if not isinstance(args, tuple):
+        args = (args,)
+    with torch.autograd.set_grad_enabled(True):
+        outputs = forward_fn(*inputs, *args)
+        return torch.autograd.grad(outputs.sum(), inputs)
+
+
+A = TypeVar("A", IntegratedGradients, Saliency, InputXGradient, GradientShap)
+
+
+def _summed(attribution: A) -> A:
+    attribution.gradient_func = _summed_gradients
+    return attribution
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
@@ -96,7 +121,7 @@ def _grad_leaf(x: torch.Tensor) -> torch.Tensor:
 
 def _integrated_gradients(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
                           prm: p.IntegratedGradientsParams, max_rows: int) -> Attribution:
-    ig = IntegratedGradients(TargetScalar(model))
+    ig = _summed(IntegratedGradients(TargetScalar(model)))
     attr, delta = ig.attribute(
         x, baselines=baseline_for(model, x, prm.baseline), additional_forward_args=(targets,),
         n_steps=prm.n_steps, method=prm.method,
@@ -107,7 +132,7 @@ def _integrated_gradients(model: LoadedModel, x: torch.Tensor, targets: torch.Te
 
 def _saliency(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
               prm: p.SaliencyParams, max_rows: int) -> Attribution:
-    saliency = Saliency(TargetScalar(model))
+    saliency = _summed(Saliency(TargetScalar(model)))
     attr = _in_chunks(
         lambda xs, ts: saliency.attribute(_grad_leaf(xs), additional_forward_args=(ts,), abs=prm.abs),
         x, targets, max_rows)
@@ -116,7 +141,7 @@ def _saliency(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
 
 def _input_x_gradient(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
                       prm: p.NoParams, max_rows: int) -> Attribution:
-    ixg = InputXGradient(TargetScalar(model))
+    ixg = _summed(InputXGradient(TargetScalar(model)))
     return _in_chunks(lambda xs, ts: ixg.attribute(_grad_leaf(xs), additional_forward_args=(ts,)),
                       x, targets, max_rows), None
 
@@ -197,7 +222,7 @@ def _per_row(run: Callable[[torch.Tensor, torch.Tensor], Attribution], seed: int
 
 def _gradient_shap(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
                    prm: p.GradientShapParams, max_rows: int) -> Attribution:
-    shap = GradientShap(TargetScalar(model))
+    shap = _summed(GradientShap(TargetScalar(model)))
 
     def run(xi: torch.Tensor, ti: torch.Tensor) -> Attribution:
         base = baseline_for(model, xi, prm.baseline)
@@ -211,7 +236,7 @@ def _gradient_shap(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
 
 def _smoothgrad(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
                 prm: p.SmoothGradParams, max_rows: int) -> Attribution:
-    tunnel = NoiseTunnel(Saliency(TargetScalar(model)))
+    tunnel = NoiseTunnel(_summed(Saliency(TargetScalar(model))))
 
     def run(xi: torch.Tensor, ti: torch.Tensor) -> Attribution:
         attr = tunnel.attribute(xi, nt_type="smoothgrad", nt_samples=prm.n_samples, stdevs=prm.stdevs,

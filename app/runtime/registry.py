@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
-import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
@@ -20,7 +20,7 @@ from app.inference.methods import METHODS, model_overrides, supported_methods
 from app.inference.params import resolve_params
 from app.metrics import Metrics
 from app.runtime.batcher import Batcher, Limits
-from app.runtime.pool import RowBudget, Worker
+from app.runtime.pool import CpuThreads, RowBudget, Worker
 
 logger = logging.getLogger(__name__)
 
@@ -63,20 +63,6 @@ def memory_probe() -> dict[str, int]:
     return {f"cuda:{i}": int(torch.cuda.memory_allocated(i)) for i in range(torch.cuda.device_count())}
 
 
-def _leave_a_core_free() -> None:
-    """CPU models: intra-op threads = cores - 1, so one core stays for the event loop, decoding
-    and rendering. With every core in OpenMP teams, a team thread descheduled by that work stalls
-    the whole team at its barrier: on 2 cores, batched IG on a 30-feature MLP ran 3x slower.
-    Only torch's default is changed; a count already lowered (OMP_NUM_THREADS) is kept."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    if cores > 1 and torch.get_num_threads() >= cores:
-        torch.set_num_threads(cores - 1)
-        logger.info("CPU models: %d intra-op threads (one of %d cores left free)", cores - 1, cores)
-
-
 class Registry:
     """Loads every catalog model in the lifespan; serves lookups; drains on shutdown."""
 
@@ -102,8 +88,6 @@ class Registry:
 
     async def load(self) -> None:
         specs = load_catalog(self.settings.models)
-        if any(resolve_device(spec.device or self.settings.device).type == "cpu" for spec in specs):
-            _leave_a_core_free()
         self._statuses = {spec.name: "loading" for spec in specs}
         for spec in specs:
             started = time.perf_counter()
@@ -133,13 +117,20 @@ class Registry:
             except Exception as exc:
                 raise CatalogError(f"catalog entry '{spec.name}': method_params.{name}: {exc}") from exc
         device = resolve_device(spec.device or self.settings.device)
-        replicas = [load_model(spec, device) for _ in range(self.settings.workers_per_device)]
+        first = load_model(spec, device)
+        # Copies, not rebuilds: a model without weights (random init) serves one function everywhere.
+        replicas = [first] + [replace(first, module=copy.deepcopy(first.module))
+                              for _ in range(self.settings.workers_per_device - 1)]
         max_rows = spec.max_batch_rows or self.settings.max_batch_rows
         workers: list[Worker[Work, Result]] = []
         for i, replica in enumerate(replicas):
             budget = RowBudget(spec.name, max_rows)
+            threads = CpuThreads.for_replicas(len(replicas)) if device.type == "cpu" else None
 
-            def run(work: list[Work], replica: LoadedModel = replica, budget: RowBudget = budget) -> list[Result]:
+            def run(work: list[Work], replica: LoadedModel = replica, budget: RowBudget = budget,
+                    threads: CpuThreads | None = threads) -> list[Result]:
+                if threads is not None:
+                    threads.for_batch(len(work))
                 return list(budget.run(lambda rows: run_batch(replica, work, rows)))
 
             workers.append(Worker(f"{spec.name}-{i}", run))
