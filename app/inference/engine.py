@@ -10,6 +10,7 @@ import torch
 from numpy.typing import NDArray
 
 from app.errors import InternalError
+from app.inference.explained import TargetScalar, scores_from_outputs
 from app.inference.loading import LoadedModel
 from app.inference.methods import METHODS
 from app.inference.params import MethodParams
@@ -51,16 +52,6 @@ Work = PredictWork | ExplainWork
 Result = PredictResult | ExplainResult
 
 
-def scores_from_outputs(model: LoadedModel, out: torch.Tensor) -> torch.Tensor:
-    """What clients see as scores: softmax or sigmoid of logits, probabilities as they are."""
-    if model.spec.task == "regression":
-        return out
-    if model.out_width == 1:
-        prob = out[:, 0] if model.output_kind == "probabilities" else torch.sigmoid(out[:, 0])
-        return torch.stack([1.0 - prob, prob], dim=1)
-    return out if model.output_kind == "probabilities" else torch.softmax(out, dim=1)
-
-
 def _to_device(model: LoadedModel, arrays: Sequence[NDArray[np.float32]]) -> torch.Tensor:
     host = torch.from_numpy(np.concatenate(arrays, axis=0).astype(np.float32, copy=False))
     if model.device.type == "cuda":
@@ -78,20 +69,34 @@ def run_batch(model: LoadedModel, work: Sequence[Work], max_rows: int) -> list[R
         return []
     sizes = [item.inputs.shape[0] for item in work]
     x = _to_device(model, [item.inputs for item in work])
-    with torch.inference_mode():
-        chunks = [model.module(x[i : i + max_rows]) for i in range(0, x.shape[0], max_rows)]
-        scores = scores_from_outputs(model, torch.cat(chunks))
     if isinstance(work[0], PredictWork):
-        host = scores.float().cpu().numpy()
+        with torch.inference_mode():
+            chunks = [model.module(x[i : i + max_rows]) for i in range(0, x.shape[0], max_rows)]
+            host = scores_from_outputs(model, torch.cat(chunks)).float().cpu().numpy()
         return [PredictResult(s) for s in _split(host, sizes)]
     first = work[0]
     if not all(isinstance(w, ExplainWork) and w.method == first.method and w.params == first.params
                for w in work):
         raise InternalError("a batch mixes methods or parameters")
-    targets = _resolve_targets(model, work, scores)
     method = METHODS[first.method]
-    with torch.enable_grad():
-        attr, delta = method.attribute(model, x.clone(), targets, first.params, max_rows)
+    requested = _requested_targets(work, x.device)
+    if method.single_forward:
+        # One forward serves both the predictions and the attribution.
+        forward = TargetScalar(model, record=True)
+        with torch.enable_grad():
+            attr, delta = method.attribute(forward, x.clone(), requested, first.params, max_rows)
+        outputs = torch.cat(forward.outputs)
+        if outputs.shape[0] != x.shape[0]:
+            raise InternalError(f"{first.method} ran {outputs.shape[0]} forward rows for {x.shape[0]}")
+        scores = scores_from_outputs(model, outputs)
+        targets = _resolve_targets(model, requested, scores)
+    else:
+        with torch.inference_mode():
+            chunks = [model.module(x[i : i + max_rows]) for i in range(0, x.shape[0], max_rows)]
+            scores = scores_from_outputs(model, torch.cat(chunks))
+        targets = _resolve_targets(model, requested, scores)
+        with torch.enable_grad():
+            attr, delta = method.attribute(TargetScalar(model), x.clone(), targets, first.params, max_rows)
     if attr.shape[0] != x.shape[0]:
         raise InternalError(f"{first.method} returned {attr.shape[0]} rows for {x.shape[0]}")
     attr_host = attr.detach().float().cpu().numpy()
@@ -109,13 +114,16 @@ def run_batch(model: LoadedModel, work: Sequence[Work], max_rows: int) -> list[R
     return results
 
 
-def _resolve_targets(model: LoadedModel, work: Sequence[Work], scores: torch.Tensor) -> torch.Tensor:
-    predicted = scores.argmax(dim=1) if model.spec.task == "classification" else None
+def _requested_targets(work: Sequence[Work], device: torch.device) -> torch.Tensor:
+    """Per row: the requested class index, or -1 for the predicted class."""
     chosen: list[int] = []
     for item in work:
         assert isinstance(item, ExplainWork)
         chosen.extend(-1 if t is None else t for t in item.targets)
-    targets = torch.tensor(chosen, dtype=torch.long, device=scores.device)
-    if predicted is None:
-        return torch.zeros_like(targets)
-    return torch.where(targets < 0, predicted, targets)
+    return torch.tensor(chosen, dtype=torch.long, device=device)
+
+
+def _resolve_targets(model: LoadedModel, requested: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    if model.spec.task != "classification":
+        return torch.zeros_like(requested)
+    return torch.where(requested < 0, scores.argmax(dim=1), requested)

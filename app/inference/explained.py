@@ -13,23 +13,46 @@ from app.errors import InvalidInput
 from app.inference.loading import LoadedModel
 
 
+def scores_from_outputs(model: LoadedModel, out: torch.Tensor) -> torch.Tensor:
+    """What clients see as scores: softmax or sigmoid of logits, probabilities as they are."""
+    if model.spec.task == "regression":
+        return out
+    if model.out_width == 1:
+        prob = out[:, 0] if model.output_kind == "probabilities" else torch.sigmoid(out[:, 0])
+        return torch.stack([1.0 - prob, prob], dim=1)
+    return out if model.output_kind == "probabilities" else torch.softmax(out, dim=1)
+
+
 class TargetScalar(nn.Module):
     """`forward(x, targets)` returns, per row, the model's output for that row's target.
 
     Multi-output models: the target column. A single-output binary classifier: the output for
     target 1, and its complement for target 0 (`-logit`, or `1 - p` where the model itself
     ends in a sigmoid). Regression: the one output.
+
+    With `record=True` (single-pass methods, whose one forward is on the inputs themselves) the
+    outputs are kept for the predictions, and a target of -1 means the row's predicted class:
+    the prediction and the attribution share one forward pass.
     """
 
-    def __init__(self, model: LoadedModel):
+    def __init__(self, model: LoadedModel, record: bool = False):
         super().__init__()
+        self.model = model
         self.module = model.module
         self.single = model.out_width == 1
         self.binary = self.single and model.spec.task == "classification"
         self.probabilities = model.output_kind == "probabilities"
+        self.record = record
+        self.outputs: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         out = self.module(x)
+        if self.record:
+            kept = out.detach()
+            self.outputs.append(kept)
+            if not self.single or self.binary:
+                predicted = scores_from_outputs(self.model, kept).argmax(dim=1)
+                targets = torch.where(targets < 0, predicted, targets)
         if self.binary:
             value = out[:, 0]
             other = 1.0 - value if self.probabilities else -value

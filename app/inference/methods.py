@@ -94,11 +94,13 @@ class Method:
     name: str
     kinds: frozenset[str]
     params: type[p.MethodParams]
-    attribute: Callable[[LoadedModel, torch.Tensor, torch.Tensor, Any, int], Attribution]
+    attribute: Callable[[TargetScalar, torch.Tensor, torch.Tensor, Any, int], Attribution]
     passes: Callable[[Any, tuple[int, ...]], int]
     """Forward/backward passes per instance for these parameters and one instance's shape."""
     stochastic: bool = False
     needs_hooks: bool = False
+    single_forward: bool = False
+    """Its one forward is on the inputs themselves: predictions reuse it (see TargetScalar)."""
 
 
 def _chunk(rows: int, passes: int, max_rows: int) -> int:
@@ -119,37 +121,37 @@ def _grad_leaf(x: torch.Tensor) -> torch.Tensor:
     return x.detach().requires_grad_()
 
 
-def _integrated_gradients(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
+def _integrated_gradients(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor,
                           prm: p.IntegratedGradientsParams, max_rows: int) -> Attribution:
-    ig = _summed(IntegratedGradients(TargetScalar(model)))
+    ig = _summed(IntegratedGradients(forward))
     attr, delta = ig.attribute(
-        x, baselines=baseline_for(model, x, prm.baseline), additional_forward_args=(targets,),
+        x, baselines=baseline_for(forward.model, x, prm.baseline), additional_forward_args=(targets,),
         n_steps=prm.n_steps, method=prm.method,
         internal_batch_size=_chunk(x.shape[0], prm.n_steps, max_rows),
         return_convergence_delta=True)
     return attr, delta
 
 
-def _saliency(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
+def _saliency(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor,
               prm: p.SaliencyParams, max_rows: int) -> Attribution:
-    saliency = _summed(Saliency(TargetScalar(model)))
+    saliency = _summed(Saliency(forward))
     attr = _in_chunks(
         lambda xs, ts: saliency.attribute(_grad_leaf(xs), additional_forward_args=(ts,), abs=prm.abs),
         x, targets, max_rows)
     return attr, None
 
 
-def _input_x_gradient(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
+def _input_x_gradient(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor,
                       prm: p.NoParams, max_rows: int) -> Attribution:
-    ixg = _summed(InputXGradient(TargetScalar(model)))
+    ixg = _summed(InputXGradient(forward))
     return _in_chunks(lambda xs, ts: ixg.attribute(_grad_leaf(xs), additional_forward_args=(ts,)),
                       x, targets, max_rows), None
 
 
-def _gradcam(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
+def _gradcam(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor,
              prm: p.GradCamParams, max_rows: int) -> Attribution:
-    layer = layer_path(model, prm)
-    cam = LayerGradCam(TargetScalar(model), model.module.get_submodule(layer))
+    layer = layer_path(forward.model, prm)
+    cam = LayerGradCam(forward, forward.module.get_submodule(layer))
     size = tuple(x.shape[-2:])
 
     def run(xs: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
@@ -173,11 +175,11 @@ def layer_path(model: LoadedModel, prm: p.GradCamParams) -> str:
     return path
 
 
-def _occlusion(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
+def _occlusion(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor,
                prm: p.OcclusionParams, max_rows: int) -> Attribution:
     channels = x.shape[1]
     window = min(prm.window, x.shape[-2], x.shape[-1])
-    attr = Occlusion(TargetScalar(model)).attribute(
+    attr = Occlusion(forward).attribute(
         x, sliding_window_shapes=(channels, window, window), strides=(channels, prm.stride, prm.stride),
         baselines=0.0, additional_forward_args=(targets,),
         perturbations_per_eval=_per_eval(max_rows, x.shape[0], _occlusion_passes(prm, tuple(x.shape)) - 1))
@@ -190,10 +192,10 @@ def _per_eval(max_rows: int, rows: int, perturbations: int) -> int:
     return max(1, min(max_rows // rows, perturbations))
 
 
-def _feature_ablation(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
+def _feature_ablation(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor,
                       prm: p.FeatureAblationParams, max_rows: int) -> Attribution:
-    attr = FeatureAblation(TargetScalar(model)).attribute(
-        x, baselines=baseline_for(model, x, prm.baseline), additional_forward_args=(targets,),
+    attr = FeatureAblation(forward).attribute(
+        x, baselines=baseline_for(forward.model, x, prm.baseline), additional_forward_args=(targets,),
         perturbations_per_eval=_per_eval(max_rows, x.shape[0], x.shape[-1]))
     return attr, None
 
@@ -220,12 +222,12 @@ def _per_row(run: Callable[[torch.Tensor, torch.Tensor], Attribution], seed: int
     return torch.cat(attrs), (torch.cat(deltas) if deltas else None)
 
 
-def _gradient_shap(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
+def _gradient_shap(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor,
                    prm: p.GradientShapParams, max_rows: int) -> Attribution:
-    shap = _summed(GradientShap(TargetScalar(model)))
+    shap = _summed(GradientShap(forward))
 
     def run(xi: torch.Tensor, ti: torch.Tensor) -> Attribution:
-        base = baseline_for(model, xi, prm.baseline)
+        base = baseline_for(forward.model, xi, prm.baseline)
         base_t = base if isinstance(base, torch.Tensor) else torch.full_like(xi, base)
         attr, delta = shap.attribute(xi, baselines=base_t, n_samples=prm.n_samples, stdevs=prm.stdevs,
                                      additional_forward_args=(ti,), return_convergence_delta=True)
@@ -234,9 +236,9 @@ def _gradient_shap(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
     return _per_row(run, prm.seed, x, targets)
 
 
-def _smoothgrad(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
+def _smoothgrad(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor,
                 prm: p.SmoothGradParams, max_rows: int) -> Attribution:
-    tunnel = NoiseTunnel(_summed(Saliency(TargetScalar(model))))
+    tunnel = NoiseTunnel(_summed(Saliency(forward)))
 
     def run(xi: torch.Tensor, ti: torch.Tensor) -> Attribution:
         attr = tunnel.attribute(xi, nt_type="smoothgrad", nt_samples=prm.n_samples, stdevs=prm.stdevs,
@@ -247,12 +249,12 @@ def _smoothgrad(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
     return _per_row(run, prm.seed, x, targets)
 
 
-def _kernel_shap(model: LoadedModel, x: torch.Tensor, targets: torch.Tensor,
+def _kernel_shap(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor,
                  prm: p.KernelShapParams, max_rows: int) -> Attribution:
-    shap = KernelShap(TargetScalar(model))
+    shap = KernelShap(forward)
 
     def run(xi: torch.Tensor, ti: torch.Tensor) -> Attribution:
-        attr = shap.attribute(xi, baselines=baseline_for(model, xi, prm.baseline),
+        attr = shap.attribute(xi, baselines=baseline_for(forward.model, xi, prm.baseline),
                               n_samples=prm.n_samples, additional_forward_args=(ti,),
                               perturbations_per_eval=_chunk(1, prm.n_samples, max_rows))
         return attr, None
@@ -277,11 +279,13 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            lambda prm, shape: prm.n_steps + 2),
     Method("gradient_shap", _BOTH, p.GradientShapParams, _gradient_shap,
            lambda prm, shape: prm.n_samples + 2, stochastic=True),
-    Method("saliency", _BOTH, p.SaliencyParams, _saliency, lambda prm, shape: 1),
-    Method("input_x_gradient", _BOTH, p.NoParams, _input_x_gradient, lambda prm, shape: 1),
+    Method("saliency", _BOTH, p.SaliencyParams, _saliency, lambda prm, shape: 1, single_forward=True),
+    Method("input_x_gradient", _BOTH, p.NoParams, _input_x_gradient, lambda prm, shape: 1,
+           single_forward=True),
     Method("smoothgrad", _BOTH, p.SmoothGradParams, _smoothgrad,
            lambda prm, shape: prm.n_samples, stochastic=True),
-    Method("gradcam", _IMAGE, p.GradCamParams, _gradcam, lambda prm, shape: 1, needs_hooks=True),
+    Method("gradcam", _IMAGE, p.GradCamParams, _gradcam, lambda prm, shape: 1, needs_hooks=True,
+           single_forward=True),
     Method("occlusion", _IMAGE, p.OcclusionParams, _occlusion, _occlusion_passes),
     Method("feature_ablation", _TABULAR, p.FeatureAblationParams, _feature_ablation,
            lambda prm, shape: shape[-1] + 1),
