@@ -26,8 +26,10 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 from sklearn.datasets import load_breast_cancer, load_diabetes
+from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.metrics import mean_absolute_error, r2_score, roc_auc_score
 from sklearn.model_selection import train_test_split
+from PIL import Image
 from torch import nn
 
 from models import shapes, zoo
@@ -189,6 +191,10 @@ def _bc_train() -> dict[str, Any]:
         "n_test": len(x_te),
         "accuracy": float((pred == y_te).mean()),
         "auc": float(roc_auc_score(y_te, prob)),
+        "logistic_regression_accuracy": float(
+            LogisticRegression(max_iter=5000).fit((x_tr - mean) / std, y_tr)
+            .score((x_te - mean) / std, y_te)
+        ),
     }
     _save(model, "breast_cancer", metrics)
     rows = [int(np.flatnonzero(y_te == 0)[0]), int(np.flatnonzero(y_te == 1)[0])]
@@ -363,6 +369,9 @@ def _diabetes_train() -> dict[str, Any]:
         "r2": float(r2_score(y_te, pred)),
         "mae": float(mean_absolute_error(y_te, pred)),
         "target_mean_baseline_mae": float(np.abs(y_te - y_mean).mean()),
+        "linear_regression_r2": float(
+            r2_score(y_te, LinearRegression().fit(x_tr, y_tr).predict(x_te))
+        ),
     }
     _save(model, "diabetes", metrics)
     return metrics
@@ -370,14 +379,16 @@ def _diabetes_train() -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- shapes
 
-SHAPES_EPOCHS = 3
-SHAPES_PER_EPOCH = 3000
+SHAPES_EPOCHS = 4
+SHAPES_PER_EPOCH = 2500
 SHAPES_BATCH = 32
 SHAPES_LR = 3e-3
 SHAPES_TEST = 1000
 SHAPES_TEST_SEED = 999
 POINTING_SEED = 4242
 OUTSIDE_PENALTY = 3.0
+POINTING_WEIGHT = 0.5  # reached after half of the steps (linear ramp from 0)
+POINTING_MARGIN = 0.2
 EXAMPLES = [  # file name, label, width, height, seed
     ("circle.png", 0, 128, 128, 11),
     ("triangle.jpg", 2, 160, 120, 12),
@@ -439,7 +450,7 @@ def _pointing_game(model: zoo.ShapesCNN, samples: Sequence[shapes.ShapeSample]) 
     x = image_tensor([s.image for s in samples])
     with torch.no_grad():
         target = model(x).argmax(1)
-    cam = LayerGradCam(model, model.features[-2]).attribute(
+    cam = LayerGradCam(model, model.features[len(model.features) - 2]).attribute(
         x, target=target, relu_attributions=True
     )
     cam = LayerAttribution.interpolate(cam, (IMAGE_SIZE, IMAGE_SIZE), "bilinear")[:, 0]
@@ -475,26 +486,51 @@ def _inside_cells(boxes: torch.Tensor, cells: int) -> torch.Tensor:
     return (in_y[:, :, None] & in_x[:, None, :]).float()
 
 
-def _shapes_train() -> dict[str, Any]:
-    """Fit the CNN on freshly generated images, with two aids to faithful attributions.
+def _gradcam_hinge(
+    model: zoo.ShapesCNN, conv: torch.Tensor, pooled: torch.Tensor, y: torch.Tensor,
+    inside: torch.Tensor,
+) -> torch.Tensor:
+    """Hinge pushing the class map's peak inside the box, above every cell outside it.
 
-    * A localisation prior: besides cross-entropy, the loss has OUTSIDE_PENALTY times the mean
-      |pre-activation| of the last conv (GradCAM's layer) over the map cells that do not lie
-      entirely inside the shape's box. The net learns to build its evidence on the shape only.
-    * A non-negative classifier (weights clamped at >= 0 after every step): each class is
-      scored by how strongly its own detectors fire, never by the absence of another's, so
-      GradCAM's channel weights are >= 0 and its map peaks where the evidence is.
+    The map is GradCAM's for the true class: with a global max-pool, GradCAM's weight of
+    channel k is the class's classifier weight where channel k fires at all, else 0.
+    Scale-free: relative to the peak inside the box.
+    """
+    weights = model.classifier.weight[y] * (pooled > 0).float().detach()  # (N, K)
+    cam = torch.einsum("nk,nkhw->nhw", weights, conv)
+    big = 1e4
+    peak_in = (cam - big * (1.0 - inside)).flatten(1).amax(1)
+    peak_out = (cam - big * inside).flatten(1).amax(1)
+    scale = peak_in.detach().abs() + 1e-3
+    return (torch.relu(peak_out - peak_in + POINTING_MARGIN * scale) / scale).mean()
+
+
+def _shapes_train() -> dict[str, Any]:
+    """Fit the CNN on freshly generated images, with aids to faithful attributions.
+
+    The box of every training image is known, and the loss uses it beside cross-entropy:
+
+    * OUTSIDE_PENALTY x the mean |output| of the last conv (GradCAM's layer) over the map
+      cells that do not lie entirely inside the shape's box: evidence must come from the shape;
+    * POINTING_WEIGHT x a hinge asking the true class's GradCAM map to peak inside the box
+      (`_gradcam_hinge`), ramped in over the first half of training.
+
+    The classifier's weights are kept >= 0 (clamped after every step): each class is scored by
+    how strongly its own detectors fire, never by the absence of another's, so GradCAM's
+    channel weights are >= 0 and its map peaks where the evidence is.
     """
     _seed(3)
     model = zoo.ShapesCNN(num_classes=len(shapes.LABELS))
     with torch.no_grad():
         model.classifier.weight.abs_()
     steps_per_epoch = SHAPES_PER_EPOCH // SHAPES_BATCH
+    total_steps = SHAPES_EPOCHS * steps_per_epoch
     opt = torch.optim.AdamW(model.parameters(), lr=SHAPES_LR, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=SHAPES_LR, total_steps=SHAPES_EPOCHS * steps_per_epoch, pct_start=0.15
+        opt, max_lr=SHAPES_LR, total_steps=total_steps, pct_start=0.15
     )
-    last_conv = len(model.features) - 1  # features[:last_conv] ends with the last Conv2d
+    last_conv = len(model.features) - 2  # features[last_conv] is the last Conv2d
+    done = 0
     for epoch in range(SHAPES_EPOCHS):
         model.train()
         # A fresh, balanced set of images every epoch (seeded): no image is seen twice.
@@ -504,16 +540,23 @@ def _shapes_train() -> dict[str, Any]:
             batch = samples[step * SHAPES_BATCH : (step + 1) * SHAPES_BATCH]
             x = image_tensor([s.image for s in batch])
             y = torch.tensor([s.label for s in batch])
-            pre = model.features[:last_conv](x)
-            feats = model.features[last_conv](pre)
-            logits = model.classifier(torch.flatten(model.pool(feats), 1))
-            outside = 1.0 - _inside_cells(torch.tensor([s.box for s in batch]), pre.shape[-1])
-            penalty = (pre.abs().mean(1) * outside).sum() / outside.sum().clamp(min=1.0)
-            loss = nn.functional.cross_entropy(logits, y) + OUTSIDE_PENALTY * penalty
+            conv = model.features[: last_conv + 1](x)
+            pooled = torch.flatten(model.pool(model.features[last_conv + 1 :](conv)), 1)
+            logits = model.classifier(pooled)
+            inside = _inside_cells(torch.tensor([s.box for s in batch]), conv.shape[-1])
+            outside = 1.0 - inside
+            penalty = (conv.abs().mean(1) * outside).sum() / outside.sum().clamp(min=1.0)
+            ramp = min(1.0, done / (0.5 * total_steps))
+            loss = (
+                nn.functional.cross_entropy(logits, y)
+                + OUTSIDE_PENALTY * penalty
+                + POINTING_WEIGHT * ramp * _gradcam_hinge(model, conv, pooled, y, inside)
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
+            done += 1
             with torch.no_grad():
                 model.classifier.weight.clamp_(min=0.0)
             total += len(batch)
@@ -530,21 +573,37 @@ def _shapes_train() -> dict[str, Any]:
         "accuracy": _evaluate_shapes(model, test),
         **_pointing_game(model, shapes.generate(200, seed=POINTING_SEED)),
     }
-    _save(model, "shapes", metrics)
     out = ROOT / "shapes"
     (out / "labels.txt").write_text("\n".join(shapes.LABELS) + "\n", encoding="utf-8")
-    examples = out / "examples"
-    examples.mkdir(exist_ok=True)
+    metrics["examples"] = _write_examples(model, out / "examples")
+    _save(model, "shapes", metrics)
+    return metrics
+
+
+def _write_examples(model: nn.Module, folder: Path) -> dict[str, str]:
+    """Save the README's example images; return each one's predicted label.
+
+    The prediction is made as the server would: the saved file decoded, stretched to
+    IMAGE_SIZE x IMAGE_SIZE, normalised.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    predicted: dict[str, str] = {}
     for filename, label, width, height, seed in EXAMPLES:
         sample = shapes.draw_sample(np.random.default_rng(seed), width, height, label)
-        path = examples / filename
+        path = folder / filename
         if path.suffix == ".jpg":
             sample.image.save(path, quality=90)
         elif path.suffix == ".webp":
             sample.image.save(path, quality=90, method=6)
         else:
             sample.image.save(path, optimize=True)
-    return metrics
+        with Image.open(path) as saved:
+            image = saved.convert("RGB").resize(
+                (IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR
+            )
+        with torch.no_grad():
+            predicted[filename] = shapes.LABELS[int(model(image_tensor([image])).argmax(1))]
+    return predicted
 
 
 # --------------------------------------------------------------------------- catalog
