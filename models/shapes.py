@@ -70,7 +70,7 @@ class ShapeLayers:
 
 
 def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
-    """Smooth random texture, float (H, W, 3); its luminance spans at most ~90 levels."""
+    """Smooth random texture, float (H, W, 3); its luminance typically spans ~30 levels."""
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
     scale = float(max(width, height))
     u, v = xs / scale, ys / scale  # in [0, 1)
@@ -120,8 +120,14 @@ def _unit_outline(label: int, angle: float) -> np.ndarray:
     return np.stack([radii * np.cos(phi), radii * np.sin(phi)], axis=1)
 
 
-def _coverage(label: int, points: np.ndarray, center: tuple[float, float], radius: float,
-              width: int, height: int) -> np.ndarray:
+def _coverage(
+    label: int,
+    points: np.ndarray,
+    center: tuple[float, float],
+    radius: float,
+    width: int,
+    height: int,
+) -> np.ndarray:
     """Anti-aliased coverage in [0, 1], float (H, W)."""
     ss = _SUPERSAMPLE
     canvas = Image.new("L", (width * ss, height * ss), 0)
@@ -129,8 +135,12 @@ def _coverage(label: int, points: np.ndarray, center: tuple[float, float], radiu
     if label == 0:
         cx, cy = center
         draw.ellipse(
-            [(cx - radius) * ss, (cy - radius) * ss, (cx + radius) * ss - 1,
-             (cy + radius) * ss - 1],
+            [
+                (cx - radius) * ss,
+                (cy - radius) * ss,
+                (cx + radius) * ss - 1,
+                (cy + radius) * ss - 1,
+            ],
             fill=255,
         )
     else:
@@ -187,7 +197,7 @@ def draw_layers(
     alpha = _coverage(label, points, center, radius, width, height)
     ys, xs = np.nonzero(alpha > 0)
     box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-    region = background[box[1]:box[3], box[0]:box[2]]
+    region = background[box[1] : box[3], box[0] : box[2]]
     fill = _pick_fill(rng, region)
 
     a = alpha[..., None]

@@ -489,8 +489,8 @@ def _pointing_game(model: zoo.ShapesCNN, samples: Sequence[shapes.ShapeSample]) 
     att = (
         torch.cat(
             [
-                ig.attribute(x[i : i + 25], baselines=0.0, target=target[i : i + 25], n_steps=32)
-                for i in range(0, len(x), 25)
+                ig.attribute(x[i : i + 10], baselines=0.0, target=target[i : i + 10], n_steps=32)
+                for i in range(0, len(x), 10)
             ]
         )
         .abs()
