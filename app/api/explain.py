@@ -6,16 +6,19 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.api.codecs import header_timeout, parse_request, wants_png
-from app.api.deps import Authorized, ServiceDep
+from app.api.deps import check_key
 from app.api.disconnect import cancel_on_disconnect
 from app.api.middleware import LABELS_KEY
 from app.api.openapi import request_body
 from app.api.problems import problem_responses
 from app.api.responses import JSONResponse
 from app.errors import InvalidInput
+from app.runtime.service import Service
 from app.schemas import ExplainRequest, ExplainResponse
 
-router = APIRouter(tags=["explain"], dependencies=[Authorized])
+# No dependency injection on these hot routes (FastAPI's solver costs more than the work it does
+# here): the service comes from the app state and the API key is checked first, inline.
+router = APIRouter(tags=["explain"])
 
 _DOC = {
     "response_model": ExplainResponse,
@@ -28,7 +31,9 @@ _DOC = {
 }
 
 
-async def _explain(model: str, request: Request, service: ServiceDep, in_body: bool) -> Response:
+async def _explain(model: str, request: Request, in_body: bool) -> Response:
+    service: Service = request.app.state.service
+    check_key(service.settings, request)
     labels = request.scope[LABELS_KEY]
     labels.update(route="explain", model=model)
     deadline = service.deadline(header_timeout(request))
@@ -48,15 +53,15 @@ async def _explain(model: str, request: Request, service: ServiceDep, in_body: b
 
 
 @router.post("/v1/models/{model}/explain", **_DOC)  # type: ignore[arg-type]
-async def explain(model: str, request: Request, service: ServiceDep) -> Response:
-    return await _explain(model, request, service, in_body=False)
+async def explain(model: str, request: Request) -> Response:
+    return await _explain(model, request, in_body=False)
 
 
 @router.post("/v1/models/{model}:explain", **_DOC)  # type: ignore[arg-type]
-async def explain_kserve(model: str, request: Request, service: ServiceDep) -> Response:
-    return await _explain(model, request, service, in_body=False)
+async def explain_kserve(model: str, request: Request) -> Response:
+    return await _explain(model, request, in_body=False)
 
 
 @router.post("/explain", **_DOC)  # type: ignore[arg-type]
-async def explain_any(request: Request, service: ServiceDep) -> Response:
-    return await _explain("", request, service, in_body=True)
+async def explain_any(request: Request) -> Response:
+    return await _explain("", request, in_body=True)

@@ -6,16 +6,19 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.api.codecs import header_timeout, parse_request
-from app.api.deps import Authorized, ServiceDep
+from app.api.deps import check_key
 from app.api.disconnect import cancel_on_disconnect
 from app.api.middleware import LABELS_KEY
 from app.api.openapi import request_body
 from app.api.problems import problem_responses
 from app.api.responses import JSONResponse
 from app.errors import InvalidInput
+from app.runtime.service import Service
 from app.schemas import PredictRequest, PredictResponse
 
-router = APIRouter(tags=["predict"], dependencies=[Authorized])
+# No dependency injection on these hot routes (FastAPI's solver costs more than the work it does
+# here): the service comes from the app state and the API key is checked first, inline.
+router = APIRouter(tags=["predict"])
 
 _DOC = {
     "response_model": PredictResponse,
@@ -24,7 +27,9 @@ _DOC = {
 }
 
 
-async def _predict(model: str, request: Request, service: ServiceDep, in_body: bool) -> Response:
+async def _predict(model: str, request: Request, in_body: bool) -> Response:
+    service: Service = request.app.state.service
+    check_key(service.settings, request)
     labels = request.scope[LABELS_KEY]
     labels.update(route="predict", model=model)
     deadline = service.deadline(header_timeout(request))
@@ -39,15 +44,15 @@ async def _predict(model: str, request: Request, service: ServiceDep, in_body: b
 
 
 @router.post("/v1/models/{model}/predict", **_DOC)  # type: ignore[arg-type]
-async def predict(model: str, request: Request, service: ServiceDep) -> Response:
-    return await _predict(model, request, service, in_body=False)
+async def predict(model: str, request: Request) -> Response:
+    return await _predict(model, request, in_body=False)
 
 
 @router.post("/v1/models/{model}:predict", **_DOC)  # type: ignore[arg-type]
-async def predict_kserve(model: str, request: Request, service: ServiceDep) -> Response:
-    return await _predict(model, request, service, in_body=False)
+async def predict_kserve(model: str, request: Request) -> Response:
+    return await _predict(model, request, in_body=False)
 
 
 @router.post("/predict", **_DOC)  # type: ignore[arg-type]
-async def predict_any(request: Request, service: ServiceDep) -> Response:
-    return await _predict("", request, service, in_body=True)
+async def predict_any(request: Request) -> Response:
+    return await _predict("", request, in_body=True)
