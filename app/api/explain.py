@@ -33,9 +33,9 @@ _DOC = {
 
 async def _explain(model: str, request: Request, in_body: bool) -> Response:
     service: Service = request.app.state.service
-    check_key(service.settings, request)
     labels = request.scope[LABELS_KEY]
     labels.update(route="explain", model=model)
+    check_key(service.settings, request)
     deadline = service.deadline(header_timeout(request))
     body, files = await parse_request(request, ExplainRequest, service.settings.max_body_bytes)
     if in_body:

@@ -29,9 +29,9 @@ _DOC = {
 
 async def _predict(model: str, request: Request, in_body: bool) -> Response:
     service: Service = request.app.state.service
-    check_key(service.settings, request)
     labels = request.scope[LABELS_KEY]
     labels.update(route="predict", model=model)
+    check_key(service.settings, request)
     deadline = service.deadline(header_timeout(request))
     body, files = await parse_request(request, PredictRequest, service.settings.max_body_bytes)
     if in_body:

@@ -13,7 +13,7 @@ import pytest
 
 from models.shapes import draw_sample
 from tests.conftest import LiveServer, image_bytes, make_settings
-from tests.fixtures import faulty
+from tests.fixtures import faulty, probes
 
 KEYS = ("k1-secret", "k2-other-secret")
 ALLOWED = "https://app.example.com"
@@ -198,3 +198,15 @@ def test_no_cors_headers_without_cors_origins(client: httpx.Client) -> None:
     assert "access-control-allow-origin" not in response.headers
     answer = client.post("/v1/models/breast-cancer/predict", json={"instances": [ROW]}, headers={"Origin": ALLOWED})
     assert "access-control-allow-origin" not in answer.headers
+
+
+def test_refused_requests_are_counted_under_their_route(http: httpx.Client) -> None:
+    """A 401 on explain is counted with route "explain" and the model, not as an unknown route."""
+    def refused() -> float:
+        text = http.get("/metrics").text
+        return probes.total(text, "explainserve_requests_total", route="explain", model="breast-cancer",
+                            status="401")
+
+    before = refused()
+    problem(call(http, "POST", "/v1/models/breast-cancer/explain", {"instances": [ROW]}), 401)
+    assert refused() == before + 1
