@@ -5,19 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app.api.codecs import header_timeout, parse_request, wants_png
-from app.api.deps import check_key
+from app.api.codecs import wants_png
+from app.api.deps import open_model_call
 from app.api.disconnect import cancel_on_disconnect
-from app.api.middleware import LABELS_KEY
 from app.api.openapi import request_body
 from app.api.problems import problem_responses
 from app.api.responses import JSONResponse
-from app.errors import InvalidInput
-from app.runtime.service import Service
 from app.schemas import ExplainRequest, ExplainResponse
 
-# No dependency injection on these hot routes (FastAPI's solver costs more than the work it does
-# here): the service comes from the app state and the API key is checked first, inline.
+# No dependency injection on these hot routes: see `open_model_call`.
 router = APIRouter(tags=["explain"])
 
 _DOC = {
@@ -32,20 +28,12 @@ _DOC = {
 
 
 async def _explain(model: str, request: Request, in_body: bool) -> Response:
-    service: Service = request.app.state.service
-    labels = request.scope[LABELS_KEY]
-    labels.update(route="explain", model=model)
-    check_key(service.settings, request)
-    deadline = service.deadline(header_timeout(request))
-    body, files = await parse_request(request, ExplainRequest, service.settings.max_body_bytes)
-    if in_body:
-        if not body.model:
-            raise InvalidInput("POST /explain needs \"model\" in the body")
-        model = body.model
-        labels["model"] = model
+    call = await open_model_call(request, "explain", ExplainRequest, model, in_body)
+    body, labels = call.body, call.labels
     labels["method"] = body.method or ""
     png = wants_png(request)
-    answer = await cancel_on_disconnect(request, service.explain(model, body, deadline, files, want_png=png))
+    answer = await cancel_on_disconnect(
+        request, call.service.explain(call.model, body, call.deadline, call.files, want_png=png))
     labels["method"] = answer.body["method"]
     if png and answer.png is not None:
         return Response(answer.png, media_type="image/png")

@@ -5,19 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app.api.codecs import header_timeout, parse_request
-from app.api.deps import check_key
+from app.api.deps import open_model_call
 from app.api.disconnect import cancel_on_disconnect
-from app.api.middleware import LABELS_KEY
 from app.api.openapi import request_body
 from app.api.problems import problem_responses
 from app.api.responses import JSONResponse
-from app.errors import InvalidInput
-from app.runtime.service import Service
 from app.schemas import PredictRequest, PredictResponse
 
-# No dependency injection on these hot routes (FastAPI's solver costs more than the work it does
-# here): the service comes from the app state and the API key is checked first, inline.
+# No dependency injection on these hot routes: see `open_model_call`.
 router = APIRouter(tags=["predict"])
 
 _DOC = {
@@ -28,18 +23,9 @@ _DOC = {
 
 
 async def _predict(model: str, request: Request, in_body: bool) -> Response:
-    service: Service = request.app.state.service
-    labels = request.scope[LABELS_KEY]
-    labels.update(route="predict", model=model)
-    check_key(service.settings, request)
-    deadline = service.deadline(header_timeout(request))
-    body, files = await parse_request(request, PredictRequest, service.settings.max_body_bytes)
-    if in_body:
-        if not body.model:
-            raise InvalidInput("POST /predict needs \"model\" in the body")
-        model = body.model
-        labels["model"] = model
-    answer = await cancel_on_disconnect(request, service.predict(model, body.instances, body.top_k, deadline, files))
+    call = await open_model_call(request, "predict", PredictRequest, model, in_body)
+    answer = await cancel_on_disconnect(request, call.service.predict(
+        call.model, call.body.instances, call.body.top_k, call.deadline, call.files))
     return JSONResponse(answer)
 
 

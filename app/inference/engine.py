@@ -63,6 +63,13 @@ def _split(array: NDArray[np.float32], sizes: Sequence[int]) -> list[NDArray[np.
     return np.split(array, np.cumsum(sizes)[:-1])
 
 
+def _predicted_scores(model: LoadedModel, x: torch.Tensor, max_rows: int) -> torch.Tensor:
+    """Scores of every row, at most `max_rows` rows through the model at once."""
+    with torch.inference_mode():
+        chunks = [model.module(x[i : i + max_rows]) for i in range(0, x.shape[0], max_rows)]
+        return scores_from_outputs(model, torch.cat(chunks))
+
+
 def run_batch(model: LoadedModel, work: Sequence[Work], max_rows: int) -> list[Result]:
     """Compute a batch whose items share a kind, method and parameters."""
     if not work:
@@ -70,9 +77,7 @@ def run_batch(model: LoadedModel, work: Sequence[Work], max_rows: int) -> list[R
     sizes = [item.inputs.shape[0] for item in work]
     x = _to_device(model, [item.inputs for item in work])
     if isinstance(work[0], PredictWork):
-        with torch.inference_mode():
-            chunks = [model.module(x[i : i + max_rows]) for i in range(0, x.shape[0], max_rows)]
-            host = scores_from_outputs(model, torch.cat(chunks)).float().cpu().numpy()
+        host = _predicted_scores(model, x, max_rows).float().cpu().numpy()
         return [PredictResult(s) for s in _split(host, sizes)]
     first = work[0]
     if not all(isinstance(w, ExplainWork) and w.method == first.method and w.params == first.params
@@ -91,9 +96,7 @@ def run_batch(model: LoadedModel, work: Sequence[Work], max_rows: int) -> list[R
         scores = scores_from_outputs(model, outputs)
         targets = _resolve_targets(model, requested, scores)
     else:
-        with torch.inference_mode():
-            chunks = [model.module(x[i : i + max_rows]) for i in range(0, x.shape[0], max_rows)]
-            scores = scores_from_outputs(model, torch.cat(chunks))
+        scores = _predicted_scores(model, x, max_rows)
         targets = _resolve_targets(model, requested, scores)
         with torch.enable_grad():
             attr, delta = method.attribute(TargetScalar(model), x.clone(), targets, first.params, max_rows)
