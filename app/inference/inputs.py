@@ -99,7 +99,7 @@ def open_image(data: bytes, max_pixels: int, where: str = "image") -> Image.Imag
             # 16-bit greyscale PNG: convert("RGB") would clip at 255 instead of scaling.
             wide = np.asarray(upright, dtype=np.float64) / 257.0
             upright = Image.fromarray(np.clip(np.rint(wide), 0, 255).astype(np.uint8))
-        return upright.convert("RGB")
+        return upright if upright.mode == "RGB" else upright.convert("RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise BadRequest(f"{where}: corrupt or truncated image ({exc})") from None
 

@@ -87,7 +87,8 @@ class Service:
         jobs += [loop.run_in_executor(self._decode, decode_image_bytes, data, i, image_spec, limit)
                  for i, data in enumerate(files, start=len(instances))]
         images = list(await asyncio.gather(*jobs))
-        return Inputs(np.stack([img.pixels for img in images]), images, None)
+        array = images[0].pixels[None] if len(images) == 1 else np.stack([img.pixels for img in images])
+        return Inputs(array, images, None)
 
     async def predict(self, name: str, instances: Sequence[Any], top_k: int | None,
                       deadline: float, files: Sequence[bytes] = ()) -> dict[str, Any]:
