@@ -15,17 +15,12 @@ from typing import Generic, TypeVar
 import torch
 
 from app.errors import InternalError, PayloadTooLarge, ServiceError
+from app.inference.memory import is_out_of_memory
 
 logger = logging.getLogger(__name__)
 
 W = TypeVar("W")
 R = TypeVar("R")
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
-
 
 def _release_cached_memory() -> None:
     if torch.cuda.is_available():

@@ -14,6 +14,7 @@ import torch
 from app.config import Settings
 from app.errors import CatalogError, ModelNotFound, NotReady
 from app.inference.catalog import ModelSpec, load_catalog
+from app.inference.chunking import probe_chunk_rows
 from app.inference.engine import Result, Work, run_batch
 from app.inference.loading import LoadedModel, describe, load_model, resolve_device
 from app.inference.methods import METHODS, model_overrides, supported_methods
@@ -122,9 +123,10 @@ class Registry:
         replicas = [first] + [replace(first, module=copy.deepcopy(first.module))
                               for _ in range(self.settings.workers_per_device - 1)]
         max_rows = spec.max_batch_rows or self.settings.max_batch_rows
+        chunk_rows = self._chunk_rows(first, max_rows)
         workers: list[Worker[Work, Result]] = []
         for i, replica in enumerate(replicas):
-            budget = RowBudget(spec.name, max_rows)
+            budget = RowBudget(spec.name, chunk_rows)
             threads = CpuThreads.for_replicas(len(replicas)) if device.type == "cpu" else None
 
             def run(work: list[Work], replica: LoadedModel = replica, budget: RowBudget = budget,
@@ -144,6 +146,16 @@ class Registry:
         entry = ModelEntry(spec, replicas, workers, batcher, methods)
         entry.info = _model_info(spec, replicas[0], methods, default)
         return entry
+
+    def _chunk_rows(self, model: LoadedModel, max_rows: int) -> int:
+        """Work rows per Captum chunk: on a CPU the fastest size found by a timed probe."""
+        if model.device.type != "cpu" or self.settings.chunk_probe_s <= 0 or max_rows == 1:
+            return max_rows
+        probe = probe_chunk_rows(model, max_rows, self.settings.chunk_probe_s)
+        rates = ", ".join(f"{rows}: {rate:,.0f}" for rows, rate in probe.rates.items())
+        logger.info("model %s: chunks of at most %d rows on the CPU (probe %.1f s, rows/s by size: %s)",
+                    model.spec.name, probe.rows, probe.seconds, rates)
+        return probe.rows
 
     async def drain(self) -> bool:
         """Refuse new work and finish queued and running work within the grace period."""

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from app.errors import InternalError, InvalidInput, PayloadTooLarge, ServiceError
-from app.runtime.pool import RowBudget, Worker, is_out_of_memory, isolate
+from app.inference.memory import is_out_of_memory
+from app.runtime.pool import RowBudget, Worker, isolate
 
 
 class FakeRun:
