@@ -26,9 +26,9 @@ class Settings(BaseSettings):
     """Most requests (work items) in one batch."""
     max_batch_rows: int = Field(4096, ge=1)
     """Most work rows (instances x passes) in one batch; larger items run alone, chunked by Captum."""
-    chunk_probe_s: float = Field(3.0, ge=0.0, le=600.0)
-    """Seconds per CPU model at start-up to time chunk sizes and cap Captum chunks at the fastest
-    (0: no probe, chunks of MAX_BATCH_ROWS). GPU models are not probed."""
+    cpu_chunk_mb: int = Field(32, ge=0)
+    """CPU models: fewer rows per Captum chunk than MAX_BATCH_ROWS, so that a chunk's largest
+    activation stays below this many MiB (glibc's largest mmap threshold); 0: no cap."""
     max_batch_delay_ms: float = Field(0.0, ge=0.0, le=1000.0)
     """How long a worker waits for more work before running a batch that is not full."""
     max_queue: int = Field(65536, ge=1)

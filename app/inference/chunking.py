@@ -1,93 +1,58 @@
-"""How many work rows one forward+backward should carry on a CPU: measured, not guessed.
+"""How many work rows one forward+backward carries on a CPU.
 
-On a CPU a large chunk is not faster per row: once a chunk's activations outgrow the caches,
-every layer streams them from memory. ResNet-50 integrated gradients (32 steps, 2 cores) runs in
-3.3 s with chunks of 4-8 rows and in 5.9 s as one chunk of 32 (bench/results/history.md), while a
-small MLP keeps gaining up to thousands of rows. So at start-up each CPU model is timed at
-growing chunk sizes and its chunks are capped at the best one. GPUs are not probed: they want
-the largest chunk that fits, which `MAX_BATCH_ROWS` and the out-of-memory halving already give.
+On a CPU a large chunk is slower per row, not faster: glibc's malloc serves every block over its
+mmap threshold (32 MiB at most) with fresh pages from the kernel and hands them back on free, so
+each step page-faults (and zero-fills) all of its large activations again. ResNet-50 on 2 cores:
+about 500 minor page faults per row in chunks of 2, 45,000 in chunks of 32, where integrated
+gradients (32 steps) takes 5.9 s instead of 3.3 s in chunks of 8 (bench/results/history.md).
+So a CPU model's chunks are capped where its largest activation would reach that size. GPUs are
+not capped: they want the largest chunk that fits, which `MAX_BATCH_ROWS` and the out-of-memory
+halving already give.
 """
 
 from __future__ import annotations
 
-import logging
-import time
-from dataclasses import dataclass
+from typing import Any
 
 import torch
+from torch import nn
 
 from app.inference.loading import LoadedModel, example_input
-from app.inference.memory import is_out_of_memory
 
-logger = logging.getLogger(__name__)
-
-_MIN_TIMED_S = 0.02
-"""Each size is timed over repeated steps for at least this long (after one untimed step)."""
-_NEAR_BEST = 0.9
-"""The largest size within this share of the best rate wins: the sizes around the best are
-within the timing noise, and fewer chunks mean fewer Captum calls and hook set-ups."""
+_PROBE_ROWS = 2
 
 
-@dataclass(frozen=True)
-class ChunkProbe:
-    rows: int
-    """The chosen chunk: the largest probed size within 10% of the best rows/s."""
-    rates: dict[int, float]
-    """Probed size -> forward+backward rows per second."""
-    seconds: float
+def activation_bytes_per_row(model: LoadedModel) -> int:
+    """The largest tensor, in bytes per row, that a forward creates: the input, every submodule's
+    output, the model's output. Submodules that refuse hooks (TorchScript) are not seen."""
+    largest = 0
+
+    def record(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        nonlocal largest
+        for tensor in output if isinstance(output, tuple | list) else (output,):
+            if isinstance(tensor, torch.Tensor):
+                largest = max(largest, tensor.nelement() * tensor.element_size())
+
+    handles = []
+    for module in model.module.modules():
+        try:
+            handles.append(module.register_forward_hook(record))
+        except RuntimeError:
+            continue
+    x = example_input(model.spec, _PROBE_ROWS).to(model.device)
+    try:
+        with torch.no_grad():
+            model.module(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    largest = max(largest, x.nelement() * x.element_size())
+    return -(-largest // _PROBE_ROWS)
 
 
-def _step_seconds(model: LoadedModel, rows: int, min_seconds: float) -> float:
-    """Mean seconds of one forward+backward (gradient with respect to the input) over `rows`."""
-    x = example_input(model.spec, rows).to(model.device)
-    x = (x + 0.01 * torch.rand_like(x)).requires_grad_(True)
-
-    def step() -> None:
-        (grad,) = torch.autograd.grad(model.module(x).sum(), x)
-        del grad
-
-    step()  # first use of this size: allocations, kernel selection
-    steps, started = 0, time.perf_counter()
-    while True:
-        step()
-        steps += 1
-        elapsed = time.perf_counter() - started
-        if elapsed >= min_seconds:
-            return elapsed / steps
-
-
-def probe_chunk_rows(model: LoadedModel, max_rows: int, budget_s: float) -> ChunkProbe:
-    """Time sizes 1, 2, 4, ... up to `max_rows` (torch's current intra-op threads); stop early when
-    two sizes in a row are slower than the best so far, when a size runs out of memory, or when
-    the next size would not finish within `budget_s` (a step of twice the rows takes about twice
-    as long)."""
-    started = time.perf_counter()
-    rates: dict[int, float] = {}
-    sizes = [1 << i for i in range(max_rows.bit_length()) if (1 << i) < max_rows] + [max_rows]
-    with torch.enable_grad():
-        worse = 0
-        for rows in sizes:
-            if rates:
-                last = max(rates)
-                next_step = rows / rates[last]  # at the last size's rate
-                if time.perf_counter() - started + next_step + max(next_step, _MIN_TIMED_S) > budget_s:
-                    break
-            try:
-                rates[rows] = rows / _step_seconds(model, rows, _MIN_TIMED_S)
-            except Exception as exc:
-                if not is_out_of_memory(exc):
-                    raise
-                if model.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                break
-            if rates[rows] < max(rates.values()):
-                worse += 1
-                if worse == 2:
-                    break
-            else:
-                worse = 0
-    if not rates:  # not even one row fits: requests will say so (413), the start-up goes on
-        return ChunkProbe(1, rates, time.perf_counter() - started)
-    best = max(rates.values())
-    chosen = max(rows for rows, rate in rates.items() if rate >= _NEAR_BEST * best)
-    return ChunkProbe(chosen, rates, time.perf_counter() - started)
+def cpu_chunk_rows(bytes_per_row: int, limit_bytes: int, max_rows: int) -> int:
+    """The most rows whose largest activation stays below `limit_bytes` (at least 1, at most
+    `max_rows`); `limit_bytes` 0 means no cap."""
+    if limit_bytes <= 0 or bytes_per_row <= 0:
+        return max_rows
+    return max(1, min(max_rows, (limit_bytes - 1) // bytes_per_row))

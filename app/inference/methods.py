@@ -107,13 +107,15 @@ def _chunk(rows: int, passes: int, max_rows: int) -> int:
     return max(1, min(rows * passes, max_rows))
 
 
-def _in_chunks(run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
-               targets: torch.Tensor, max_rows: int) -> torch.Tensor:
-    """Single-pass methods: at most `max_rows` rows through the model at once."""
+def _in_chunks(run: Callable[[torch.Tensor, torch.Tensor], Attribution], x: torch.Tensor,
+               targets: torch.Tensor, max_rows: int) -> Attribution:
+    """At most `max_rows` examples per call of `run`: single-pass methods, and integrated
+    gradients, whose Captum batching splits the steps but never the examples."""
     if x.shape[0] <= max_rows:
         return run(x, targets)
     parts = [run(x[i : i + max_rows], targets[i : i + max_rows]) for i in range(0, x.shape[0], max_rows)]
-    return torch.cat(parts)
+    deltas = [delta for _, delta in parts if delta is not None]
+    return torch.cat([attr for attr, _ in parts]), (torch.cat(deltas) if deltas else None)
 
 
 def _grad_leaf(x: torch.Tensor) -> torch.Tensor:
@@ -124,28 +126,31 @@ def _grad_leaf(x: torch.Tensor) -> torch.Tensor:
 def _integrated_gradients(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor,
                           prm: p.IntegratedGradientsParams, max_rows: int) -> Attribution:
     ig = _summed(IntegratedGradients(forward))
-    attr, delta = ig.attribute(
-        x, baselines=baseline_for(forward.model, x, prm.baseline), additional_forward_args=(targets,),
-        n_steps=prm.n_steps, method=prm.method,
-        internal_batch_size=_chunk(x.shape[0], prm.n_steps, max_rows),
-        return_convergence_delta=True)
-    return attr, delta
+
+    def run(xs: torch.Tensor, ts: torch.Tensor) -> Attribution:
+        attr, delta = ig.attribute(
+            xs, baselines=baseline_for(forward.model, xs, prm.baseline), additional_forward_args=(ts,),
+            n_steps=prm.n_steps, method=prm.method,
+            internal_batch_size=_chunk(xs.shape[0], prm.n_steps, max_rows),
+            return_convergence_delta=True)
+        return attr, delta
+
+    return _in_chunks(run, x, targets, max_rows)
 
 
 def _saliency(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor,
               prm: p.SaliencyParams, max_rows: int) -> Attribution:
     saliency = _summed(Saliency(forward))
-    attr = _in_chunks(
-        lambda xs, ts: saliency.attribute(_grad_leaf(xs), additional_forward_args=(ts,), abs=prm.abs),
+    return _in_chunks(
+        lambda xs, ts: (saliency.attribute(_grad_leaf(xs), additional_forward_args=(ts,), abs=prm.abs), None),
         x, targets, max_rows)
-    return attr, None
 
 
 def _input_x_gradient(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor,
                       prm: p.NoParams, max_rows: int) -> Attribution:
     ixg = _summed(InputXGradient(forward))
-    return _in_chunks(lambda xs, ts: ixg.attribute(_grad_leaf(xs), additional_forward_args=(ts,)),
-                      x, targets, max_rows), None
+    return _in_chunks(lambda xs, ts: (ixg.attribute(_grad_leaf(xs), additional_forward_args=(ts,)), None),
+                      x, targets, max_rows)
 
 
 def _gradcam(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor,
@@ -154,11 +159,11 @@ def _gradcam(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor,
     cam = LayerGradCam(forward, forward.module.get_submodule(layer))
     size = tuple(x.shape[-2:])
 
-    def run(xs: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+    def run(xs: torch.Tensor, ts: torch.Tensor) -> Attribution:
         maps = cam.attribute(xs, additional_forward_args=(ts,), relu_attributions=True)
-        return LayerAttribution.interpolate(maps, size, "bilinear")
+        return LayerAttribution.interpolate(maps, size, "bilinear"), None
 
-    return _in_chunks(run, x, targets, max_rows), None
+    return _in_chunks(run, x, targets, max_rows)
 
 
 def layer_path(model: LoadedModel, prm: p.GradCamParams) -> str:

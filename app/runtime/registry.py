@@ -14,7 +14,7 @@ import torch
 from app.config import Settings
 from app.errors import CatalogError, ModelNotFound, NotReady
 from app.inference.catalog import ModelSpec, load_catalog
-from app.inference.chunking import probe_chunk_rows
+from app.inference.chunking import activation_bytes_per_row, cpu_chunk_rows
 from app.inference.engine import Result, Work, run_batch
 from app.inference.loading import LoadedModel, describe, load_model, resolve_device
 from app.inference.methods import METHODS, model_overrides, supported_methods
@@ -35,6 +35,8 @@ class ModelEntry:
     workers: list[Worker[Work, Result]]
     batcher: Batcher[Work]
     methods: list[str]
+    chunk_rows: int
+    """Work rows per Captum chunk (each replica halves its own on out-of-memory)."""
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -143,19 +145,21 @@ class Registry:
             max_queue_rows=self.settings.max_queue,
         )
         batcher: Batcher[Work] = Batcher(spec.name, [w.handle for w in workers], limits, self.metrics)
-        entry = ModelEntry(spec, replicas, workers, batcher, methods)
+        entry = ModelEntry(spec, replicas, workers, batcher, methods, chunk_rows)
         entry.info = _model_info(spec, replicas[0], methods, default)
         return entry
 
     def _chunk_rows(self, model: LoadedModel, max_rows: int) -> int:
-        """Work rows per Captum chunk: on a CPU the fastest size found by a timed probe."""
-        if model.device.type != "cpu" or self.settings.chunk_probe_s <= 0 or max_rows == 1:
+        """Work rows per Captum chunk: on a CPU capped by the size of the largest activation."""
+        if model.device.type != "cpu" or self.settings.cpu_chunk_mb <= 0:
             return max_rows
-        probe = probe_chunk_rows(model, max_rows, self.settings.chunk_probe_s)
-        rates = ", ".join(f"{rows}: {rate:,.0f}" for rows, rate in probe.rates.items())
-        logger.info("model %s: chunks of at most %d rows on the CPU (probe %.1f s, rows/s by size: %s)",
-                    model.spec.name, probe.rows, probe.seconds, rates)
-        return probe.rows
+        per_row = activation_bytes_per_row(model)
+        rows = cpu_chunk_rows(per_row, self.settings.cpu_chunk_mb << 20, max_rows)
+        if rows < max_rows:
+            logger.info("model %s: chunks of at most %d rows on the CPU (largest activation %.1f MiB "
+                        "per row, CPU_CHUNK_MB=%d)", model.spec.name, rows, per_row / 2**20,
+                        self.settings.cpu_chunk_mb)
+        return rows
 
     async def drain(self) -> bool:
         """Refuse new work and finish queued and running work within the grace period."""

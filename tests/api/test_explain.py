@@ -493,3 +493,37 @@ def test_concurrent_requests_are_batched_and_answer_as_alone(batching_server: Li
                 np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
                 assert b["convergence_delta"] == pytest.approx(a["convergence_delta"], rel=1e-3,
                                                                abs=1e-6 * np.abs(want).sum())
+
+
+# --------------------------------------------------------------------------- CPU chunk cap
+
+
+@pytest.fixture(scope="module")
+def small_chunks() -> Iterator[LiveServer]:
+    with LiveServer(make_settings(cpu_chunk_mb=1)) as server:
+        yield server
+
+
+@pytest.mark.parametrize("method", ["gradcam", "integrated_gradients"])
+def test_small_cpu_chunks_give_the_same_attributions(client: httpx.Client, live: LiveServer,
+                                                     small_chunks: LiveServer, method: str) -> None:
+    # shapes' largest activation is 256 KiB per image: under 1 MiB that is 3 rows per chunk
+    # (the default 32 MiB allows 127); 7 images (IG: x 4 steps) take several chunks
+    assert live.service.registry.models["shapes"].chunk_rows == 127
+    assert small_chunks.service.registry.models["shapes"].chunk_rows == 3
+    # breast-cancer's widest layer is 64 floats: 4,095 rows stay under 1 MiB, 4,096 would not
+    assert small_chunks.service.registry.models["breast-cancer"].chunk_rows == 4095
+    assert live.service.registry.models["breast-cancer"].chunk_rows == 4096
+    body = {"instances": [_image_instance(seed=s) for s in range(7)], "method": method,
+            "params": LIGHT.get(method, {}), "outputs": ["attributions"]}
+    whole = _post(client, "shapes", body)
+    with httpx.Client(base_url=small_chunks.url, timeout=120) as other:
+        chunked = _post(other, "shapes", body)
+    assert whole.status_code == chunked.status_code == 200, (whole.text, chunked.text)
+    for a, b in zip(whole.json()["explanations"], chunked.json()["explanations"], strict=True):
+        assert a["target"]["index"] == b["target"]["index"]
+        assert a["target"]["score"] == pytest.approx(b["target"]["score"], rel=1e-4)
+        if method == "integrated_gradients":
+            assert a["convergence_delta"] == pytest.approx(b["convergence_delta"], rel=1e-3, abs=1e-5)
+        np.testing.assert_allclose(np.asarray(b["attributions"]), np.asarray(a["attributions"]),
+                                   rtol=1e-4, atol=1e-6)

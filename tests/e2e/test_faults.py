@@ -42,10 +42,7 @@ def write_catalog(folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     catalog = write_catalog(tmp_path_factory.mktemp("faulty"))
-    # No chunk probe: it would find the "oom" model's 2-row limit at start-up, and these tests are
-    # about what happens when a batch runs out of memory anyway.
-    settings = make_settings(models=catalog, max_queue=MAX_QUEUE, log_level="CRITICAL", chunk_probe_s=0)
-    with LiveServer(settings) as live:
+    with LiveServer(make_settings(models=catalog, max_queue=MAX_QUEUE, log_level="CRITICAL")) as live:
         yield live
 
 
@@ -319,17 +316,3 @@ async def test_draining_answers_503_and_finishes_accepted_work(tmp_path: Path) -
             for response, row in zip(await asyncio.gather(*queued), GOOD_ROWS, strict=False):
                 assert_scores(response, [row])
             assert await asyncio.wait_for(drain, 20) is True
-
-
-async def test_the_chunk_probe_learns_a_memory_limit_at_start_up(tmp_path: Path) -> None:
-    catalog = faulty.catalog(tmp_path, {"oom": {"oom_rows": 2}})
-    with LiveServer(make_settings(models=catalog, log_level="CRITICAL")) as live:
-        net = net_of(live, "oom")
-        assert net.oom_rows_seen == [4]  # the probe's 4-row size, at start-up
-        served_before = len(net.batch_rows)
-        async with httpx.AsyncClient(base_url=live.url, timeout=60) as client:
-            response = await predict(client, "oom", GOOD_ROWS)
-        assert_scores(response, GOOD_ROWS)
-        # five rows computed in chunks the probe found to fit: no out-of-memory error, no split
-        assert net.oom_rows_seen == [4]
-        assert sum(net.batch_rows[served_before:]) == 5 and max(net.batch_rows[served_before:]) <= 2

@@ -313,6 +313,17 @@ def test_parity_holds_when_captum_chunks_the_batch(name: str, method: str) -> No
     _run_case(loaded(name), method, request, max_rows=40)
 
 
+@pytest.mark.parametrize(("name", "method"), [("breast-cancer", "integrated_gradients"),
+                                              ("shapes", "integrated_gradients"),
+                                              ("shapes", "gradcam"), ("purchase", "saliency")])
+def test_parity_holds_with_chunks_smaller_than_the_batch(name: str, method: str) -> None:
+    """Chunks of 2 rows (CPU_CHUNK_MB on a large model) for a batch of more instances: the
+    instances are split into groups (Captum's IG batching splits only the steps)."""
+    assert len(MIXED_TARGETS[name]) > 2
+    request = {"n_steps": 4} if method == "integrated_gradients" else {}
+    _run_case(loaded(name), method, request, max_rows=2)
+
+
 def test_every_method_of_the_table_is_covered() -> None:
     covered = {(model, method) for model, method, _ in CASES}
     for name in (*TABULAR_MODELS, "shapes"):
