@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from app.inference.catalog import load_catalog
 from app.inference.chunking import activation_bytes_per_row, cpu_chunk_rows
 from app.inference.loading import LoadedModel, load_model
 from tests.conftest import CATALOG
+from tests.unit.inference.test_loading import SIZE, image_spec, save_torchscript, seeded, tiny_cnn
 
 MIB = 1 << 20
 
@@ -41,3 +45,26 @@ def test_largest_activation_of_an_mlp(demo: dict[str, LoadedModel]) -> None:
 ])
 def test_cpu_chunk_rows(per_row: int, limit: int, max_rows: int, expected: int) -> None:
     assert cpu_chunk_rows(per_row, limit, max_rows) == expected
+
+
+def test_every_catalog_format_is_measured(tmp_path: Path) -> None:
+    # TinyCNN on 16x16 inputs: the second conv's output, 8 x 16 x 16 floats, is the largest
+    # (the input is 3 x 16 x 16)
+    net = seeded(tiny_cnn)
+    weights = tmp_path / "weights.safetensors"
+    save_file(net.state_dict(), str(weights))
+    eager = load_model(image_spec(weights, "state_dict"), torch.device("cpu"))
+    assert activation_bytes_per_row(eager) == 8 * SIZE * SIZE * 4
+
+    exported = tmp_path / "cnn.pt2"
+    program = torch.export.export(net, (torch.rand(2, 3, SIZE, SIZE),),
+                                  dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, str(exported))
+    assert activation_bytes_per_row(load_model(image_spec(exported, "export"), torch.device("cpu"))) \
+        == 8 * SIZE * SIZE * 4
+
+    # TorchScript submodules refuse hooks: only the input (and the output) are seen
+    scripted = tmp_path / "cnn.ts"
+    save_torchscript(net, scripted, "script")
+    script_model = load_model(image_spec(scripted, "torchscript"), torch.device("cpu"))
+    assert activation_bytes_per_row(script_model) == 3 * SIZE * SIZE * 4
