@@ -456,7 +456,7 @@ def service_settings(overrides: dict[str, str]) -> dict[str, Any]:
     from app.config import Settings
 
     keys = ("max_batch_size", "max_batch_rows", "max_batch_delay_ms", "workers_per_device", "max_queue",
-            "render_threads", "decode_threads")
+            "render_threads", "decode_threads", "cpu_chunk_mb")
     env_backup = dict(os.environ)
     try:
         os.environ.update(overrides)
@@ -579,6 +579,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         "(the host is shared: other processes compete for the same cores)",
         f"- Our service: MAX_BATCH_SIZE={s['max_batch_size']}, MAX_BATCH_ROWS={s['max_batch_rows']}, "
         f"MAX_BATCH_DELAY_MS={s['max_batch_delay_ms']}, WORKERS_PER_DEVICE={s['workers_per_device']}"
+        + (f", CPU_CHUNK_MB={s['cpu_chunk_mb']}" if "cpu_chunk_mb" in s else "")
         + (f", overrides {s['env_overrides']}" if s["env_overrides"] else ""),
         f"- Naive server: {result['naive_mode']}; load generator client: {result.get('client', 'raw')}; "
         f"cells of {result['cell_duration_s']} s "
