@@ -88,6 +88,8 @@ def probe(model: LoadedModel, mode: str, sizes: Sequence[int] | None = None,
           seconds_per_size: float = 1.5, max_seconds: float = 60.0) -> dict[str, Any]:
     """Sweep batch sizes; stop after three sizes without a 5% gain, an OOM, or when the next size
     would run past `max_seconds`."""
+    if mode not in ("input", "layer"):
+        raise ValueError(f"unknown mode {mode!r}: input or layer")
     results: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
     stale = 0
