@@ -129,20 +129,6 @@ def make_bodies(scenario: Scenario, count: int = 8) -> list[bytes]:
 
 # --------------------------------------------------------------------------- servers
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
 def _random_weights(entry: dict[str, Any], folder: Path) -> Path:
     """A seeded random initialisation of an entry's builder or torchvision architecture, saved as
     safetensors: both servers (separate processes) then serve the very same function."""
@@ -175,31 +161,25 @@ def subset_catalog(models: Sequence[str], folder: Path, random_weights: Sequence
     meaningless answers; the same function in both servers)."""
     import tomllib
 
+    import tomli_w
+
     data = tomllib.loads(CATALOG.read_text(encoding="utf-8"))
-    lines: list[str] = []
+    chosen: list[dict[str, Any]] = []
     for entry in data["models"]:
         if entry["name"] not in models:
             continue
-        lines.append("[[models]]")
-        tables = {}
-        if entry["format"] == "torchvision" and "weights" not in entry:
+        entry = dict(entry)
+        if "weights" not in entry and entry["format"] == "torchvision" or (
+                "weights" in entry and entry["name"] in random_weights):
             # Random init drawn in each server would differ: write one seeded init for both.
-            lines.append(f"weights = {_toml_value(str(_random_weights(entry, folder)))}")
-        for key, value in entry.items():
-            if key == "weights" and entry["name"] in random_weights:
-                value = str(_random_weights(entry, folder))
-            elif key in ("weights", "labels_file"):
-                value = str((CATALOG.parent / value).resolve())
-            if key in ("tabular", "image") and isinstance(value, dict):
-                tables[key] = value
-                continue
-            lines.append(f"{key} = {_toml_value(value)}")
-        for key, table in tables.items():
-            lines.append(f"[models.{key}]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
-        lines.append("")
+            entry["weights"] = str(_random_weights(entry, folder))
+        elif "weights" in entry:
+            entry["weights"] = str((CATALOG.parent / entry["weights"]).resolve())
+        if "labels_file" in entry:
+            entry["labels_file"] = str((CATALOG.parent / entry["labels_file"]).resolve())
+        chosen.append(entry)
     path = folder / "catalog.toml"
-    path.write_text("\n".join(lines), encoding="utf-8")
+    path.write_text(tomli_w.dumps({"models": chosen} if chosen else {}), encoding="utf-8")
     return path
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 import torch
 from safetensors.torch import save_file
 from torch import nn
@@ -48,28 +48,9 @@ def tiny_mlp(in_features: int = 3, out_features: int = 2) -> nn.Module:
 # Writing catalogs
 
 
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(value)
-
-
 def write_catalog(folder: Path, *entries: dict[str, Any]) -> Path:
-    lines = []
-    for entry in entries:
-        lines.append("[[models]]")
-        lines += [f"{json.dumps(k)} = {toml_value(v)}" for k, v in entry.items()]
-        lines.append("")
     path = folder / "catalog.toml"
-    path.write_text("\n".join(lines), encoding="utf-8")
+    path.write_text(tomli_w.dumps({"models": list(entries)}), encoding="utf-8")
     return path
 
 
