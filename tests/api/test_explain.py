@@ -17,10 +17,10 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from prometheus_client.parser import text_string_to_metric_families
 
 from models.shapes import draw_sample
 from tests.conftest import ROOT, LiveServer, image_bytes, make_settings, png_b64
+from tests.fixtures.probes import batch_counts
 
 EXAMPLES = ROOT / "models" / "shapes" / "examples"
 TABULAR = ("breast-cancer", "purchase", "diabetes")
@@ -439,21 +439,6 @@ def batching_server() -> Iterator[LiveServer]:
         yield server
 
 
-def _batch_histogram(url: str, model: str) -> tuple[float, float]:
-    """(batches of one request, all batches) for `model` from /metrics."""
-    text = httpx.get(url + "/metrics", timeout=30).text
-    single = total = 0.0
-    for family in text_string_to_metric_families(text):
-        if family.name != "explainserve_batch_requests":
-            continue
-        for sample in family.samples:
-            if sample.labels.get("model") != model:
-                continue
-            if sample.name.endswith("_bucket") and float(sample.labels["le"]) == 1.0:
-                single = sample.value
-            elif sample.name.endswith("_count"):
-                total = sample.value
-    return single, total
 
 
 def test_concurrent_requests_are_batched_and_answer_as_alone(batching_server: LiveServer) -> None:
@@ -473,9 +458,9 @@ def test_concurrent_requests_are_batched_and_answer_as_alone(batching_server: Li
         assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
         return [r.json() for r in responses]
 
-    single_before, total_before = _batch_histogram(url, "breast-cancer")
+    total_before, single_before = batch_counts(httpx.get(url + "/metrics", timeout=30).text, "breast-cancer")
     concurrent = asyncio.run(together())
-    single_after, total_after = _batch_histogram(url, "breast-cancer")
+    total_after, single_after = batch_counts(httpx.get(url + "/metrics", timeout=30).text, "breast-cancer")
     batches = total_after - total_before
     assert single_after - single_before < batches, "no batch held more than one request"
     assert batches < len(bodies)

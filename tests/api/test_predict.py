@@ -20,13 +20,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from prometheus_client.parser import text_string_to_metric_families
 
 from app.inference.catalog import ModelSpec, load_catalog
 from app.inference.inputs import decode_image, decode_image_bytes, tabular_rows
 from app.inference.loading import LoadedModel, load_model
 from models.shapes import draw_sample
 from tests.conftest import ROOT, LiveServer, image_bytes, make_settings
+from tests.fixtures.probes import batch_counts
 
 PATHS = ["rest", "kserve", "body"]
 BIG = 10**9
@@ -540,19 +540,7 @@ def test_bad_input_never_answers_500(client: httpx.Client) -> None:
 
 def batch_histogram(client: httpx.Client, model: str) -> tuple[float, float]:
     """(batches computed, batches of exactly one request) for `model`, from /metrics."""
-    text = client.get("/metrics").text
-    count = single = 0.0
-    for family in text_string_to_metric_families(text):
-        if family.name != "explainserve_batch_requests":
-            continue
-        for sample in family.samples:
-            if sample.labels.get("model") != model:
-                continue
-            if sample.name.endswith("_count"):
-                count = sample.value
-            elif sample.name.endswith("_bucket") and float(sample.labels["le"]) == 1.0:
-                single = sample.value
-    return count, single
+    return batch_counts(client.get("/metrics").text, model)
 
 
 @pytest.fixture()
