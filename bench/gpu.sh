@@ -17,15 +17,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
-CHECK='import torch, torchvision, captum, fastapi, uvicorn, pydantic, pydantic_settings, PIL, numpy
-import safetensors, prometheus_client, orjson, matplotlib, httpx, multipart
-assert torch.cuda.is_available(), "no CUDA device visible to torch"'
+CHECK=(-m bench.deps --check)  # every pyproject requirement installed, imports, CUDA visible
 
 PY=""
 for cand in "${PYTHON:-}" .venv/bin/python .venv-gpu/bin/python python3 python; do
     [ -n "$cand" ] || continue
     command -v "$cand" >/dev/null 2>&1 || continue
-    if "$cand" -c "$CHECK" >/dev/null 2>&1; then PY="$cand"; break; fi
+    if "$cand" "${CHECK[@]}" >/dev/null 2>&1; then PY="$cand"; break; fi
 done
 
 if [ -z "$PY" ]; then
@@ -35,27 +33,17 @@ if [ -z "$PY" ]; then
     PY=.venv-gpu/bin/python
     PIP=("$PY" -m pip install -q --disable-pip-version-check)
     if [ -d .whl ]; then PIP+=(--find-links .whl); fi
-    # What is missing, as pip requirements (torch pinned only when there is no torch at all).
-    MISSING=$("$PY" - <<'EOF'
-import importlib.util
-wanted = {"torch": "torch==2.14.1", "torchvision": "torchvision==0.29.1", "captum": "captum>=0.8,<0.10",
-          "fastapi": "fastapi>=0.115,<1", "uvicorn": "uvicorn>=0.30,<1", "pydantic": "pydantic>=2.7,<3",
-          "pydantic_settings": "pydantic-settings>=2.3,<3", "PIL": "pillow>=10.3,<14",
-          "numpy": "numpy>=1.26,<3", "multipart": "python-multipart>=0.0.9,<0.1",
-          "safetensors": "safetensors>=0.4,<1", "prometheus_client": "prometheus-client>=0.20,<1",
-          "orjson": "orjson>=3.10,<4", "matplotlib": "matplotlib>=3.8,<4", "httpx": "httpx>=0.27,<1",
-          "rich": "rich>=13,<16"}
-print(" ".join(req for mod, req in wanted.items() if importlib.util.find_spec(mod) is None))
-EOF
-)
-    if [ -n "$MISSING" ]; then
-        echo "gpu.sh: installing $MISSING" >&2
-        # shellcheck disable=SC2086
-        "${PIP[@]}" $MISSING
+    # What is missing, as pyproject.toml pins it (a preinstalled torch of any version is kept).
+    MISSING=$(mktemp)
+    "$PY" -m bench.deps > "$MISSING"
+    if [ -s "$MISSING" ]; then
+        echo "gpu.sh: installing $(tr '\n' ' ' < "$MISSING")" >&2
+        "${PIP[@]}" -r "$MISSING"
     fi
+    rm -f "$MISSING"
     # The project itself, without touching its dependencies (it also runs from PYTHONPATH).
     "${PIP[@]}" --no-deps --no-build-isolation -e . >/dev/null 2>&1 || true
-    "$PY" -c "$CHECK"
+    "$PY" "${CHECK[@]}"
 fi
 
 echo "gpu.sh: using $PY ($("$PY" -c 'import torch; print(torch.__version__, torch.cuda.get_device_name(0))'))" >&2
