@@ -53,6 +53,7 @@ class ModelInfo(BaseModel):
     features: list[Feature] | None = None
     input: ImageInput | None = None
     device: str
+    ready: bool
     default_method: str
     methods: list[MethodInfo]
 
@@ -143,6 +144,10 @@ class ExplainResponse(BaseModel):
     params: dict[str, Any]
     explanations: list[Explanation]
     timings_ms: Timings
+
+
+class Alive(BaseModel):
+    status: Literal["alive"]
 
 
 class Health(BaseModel):

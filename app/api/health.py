@@ -5,16 +5,35 @@ from __future__ import annotations
 import orjson
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from app.api.deps import ServiceDep, SettingsDep, check_key
 from app.api.middleware import LABELS_KEY
 from app.api.problems import problem_responses
 from app.api.responses import JSONResponse
 from app.errors import NotReady
-from app.schemas import Health, Readiness
+from app.schemas import Alive, Health, Readiness
 
 router = APIRouter(tags=["health"])
+
+
+def _prefers_html(request: Request) -> bool:
+    """A browser navigating here: `text/html` accepted before (or without) JSON."""
+    accept = request.headers.get("accept", "").lower()
+    types = [part.split(";")[0].strip() for part in accept.split(",")]
+    if "text/html" not in types:
+        return False
+    return "application/json" not in types or types.index("text/html") < types.index("application/json")
+
+
+@router.get("/", response_model=Alive, responses={
+    307: {"description": "Browsers (`Accept: text/html`) are sent to the built-in page at /ui"}})
+async def root(request: Request) -> Response:
+    """KServe's liveness convention for API clients; browsers go to the page at `/ui`."""
+    request.scope[LABELS_KEY]["route"] = "root"
+    if _prefers_html(request):
+        return RedirectResponse("/ui", status_code=307)
+    return JSONResponse({"status": "alive"})
 
 
 @router.get("/healthz", response_model=Health)

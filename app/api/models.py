@@ -18,11 +18,13 @@ router = APIRouter(tags=["models"], dependencies=[Authorized],
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(request: Request, service: ServiceDep) -> Response:
     request.scope[LABELS_KEY]["route"] = "models"
-    infos = [entry.info for entry in service.registry.models.values()]
-    return JSONResponse({"models": infos})
+    registry = service.registry
+    ready = registry.state == "ready"
+    return JSONResponse({"models": [entry.info | {"ready": ready} for entry in registry.models.values()]})
 
 
 @router.get("/v1/models/{model}", response_model=ModelInfo, responses=problem_responses(404))
 async def get_model(model: str, request: Request, service: ServiceDep) -> Response:
     request.scope[LABELS_KEY].update(route="model", model=model)
-    return JSONResponse(service.registry.get(model).info)
+    registry = service.registry
+    return JSONResponse(registry.get(model).info | {"ready": registry.state == "ready"})

@@ -53,7 +53,7 @@ def _method_info(spec: ModelSpec, name: str) -> dict[str, Any]:
 def _model_info(spec: ModelSpec, model: LoadedModel, methods: list[str], default: str) -> dict[str, Any]:
     info: dict[str, Any] = {
         "name": spec.name, "kind": spec.kind, "task": spec.task, "labels": model.labels,
-        "features": None, "input": None, "device": str(model.device), "default_method": default,
+        "features": None, "input": None, "device": str(model.device), "ready": True, "default_method": default,
         "methods": [_method_info(spec, name) for name in methods],
     }
     info.update(describe(spec))

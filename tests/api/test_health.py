@@ -21,6 +21,20 @@ def test_healthz(client: httpx.Client) -> None:
     assert r.json() == {"status": "ok"}
 
 
+def test_root_answers_api_clients_alive(client: httpx.Client) -> None:
+    for accept in (None, "application/json", "*/*", "application/json, text/html"):
+        r = client.get("/", headers={"Accept": accept} if accept else {})
+        assert r.status_code == 200, accept
+        assert r.json() == {"status": "alive"}
+
+
+def test_root_sends_browsers_to_the_page(client: httpx.Client) -> None:
+    accept = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+    r = client.get("/", headers={"Accept": accept})
+    assert r.status_code == 307
+    assert r.headers["location"] == "/ui"
+
+
 def test_readyz_lists_every_model_ready(client: httpx.Client, live: LiveServer) -> None:
     r = client.get("/readyz")
     assert r.status_code == 200

@@ -9,7 +9,7 @@ from app.inference.catalog import ModelSpec, load_catalog
 from app.schemas import ModelInfo
 from tests.conftest import LiveServer
 
-MODEL_INFO_KEYS = {"name", "kind", "task", "labels", "features", "input", "device",
+MODEL_INFO_KEYS = {"name", "kind", "task", "labels", "features", "input", "device", "ready",
                    "default_method", "methods"}
 COMMON_METHODS = {"integrated_gradients", "gradient_shap", "saliency", "input_x_gradient", "smoothgrad"}
 TABULAR_METHODS = COMMON_METHODS | {"feature_ablation", "kernel_shap"}
@@ -29,6 +29,7 @@ def check_info(info: dict, spec: ModelSpec) -> None:  # type: ignore[type-arg]
     assert info["kind"] == spec.kind
     assert info["task"] == spec.task
     assert info["device"] == "cpu"
+    assert info["ready"] is True
     assert info["labels"] == spec.label_list
     names = [m["name"] for m in info["methods"]]
     assert len(names) == len(set(names))
