@@ -13,7 +13,8 @@ from app.inference.catalog import ModelSpec
 from app.schemas import TargetValue
 
 
-def _round(value: float) -> float:
+def round_significant(value: float) -> float:
+    """6 significant digits, as every number in an answer."""
     return float(f"{value:.6g}")
 
 
@@ -21,14 +22,14 @@ def prediction(spec: ModelSpec, labels: list[str] | None, scores: NDArray[np.flo
                top_k: int | None) -> dict[str, Any]:
     """One instance's prediction: class index, label, score and top_k; or a regression value."""
     if spec.task == "regression":
-        return {"value": _round(float(scores[0]))}
+        return {"value": round_significant(float(scores[0]))}
     order = np.argsort(-scores, kind="stable")
     best = int(order[0])
     answer: dict[str, Any] = {
-        "index": best, "label": labels[best] if labels else None, "score": _round(float(scores[best]))}
+        "index": best, "label": labels[best] if labels else None, "score": round_significant(float(scores[best]))}
     k = min(top_k or min(5, len(scores)), len(scores))
     answer["top_k"] = [
-        {"index": int(i), "label": labels[int(i)] if labels else None, "score": _round(float(scores[i]))}
+        {"index": int(i), "label": labels[int(i)] if labels else None, "score": round_significant(float(scores[i]))}
         for i in order[:k]]
     return answer
 
@@ -37,7 +38,7 @@ def target(spec: ModelSpec, labels: list[str] | None, scores: NDArray[np.float32
     if spec.task == "regression":
         return {"index": 0, "label": None, "score": None}
     return {"index": index, "label": labels[index] if labels else None,
-            "score": _round(float(scores[index]))}
+            "score": round_significant(float(scores[index]))}
 
 
 def resolve_targets(spec: ModelSpec, labels: list[str] | None, classes: int,
@@ -85,5 +86,5 @@ def headline(spec: ModelSpec, pred: dict[str, Any]) -> str:
 
 def tabular_attributions(features: Sequence[str], values: NDArray[np.float64],
                          attributions: NDArray[np.float32]) -> list[dict[str, Any]]:
-    return [{"feature": name, "value": float(v), "attribution": _round(float(a))}
+    return [{"feature": name, "value": float(v), "attribution": round_significant(float(a))}
             for name, v, a in zip(features, values, attributions, strict=True)]

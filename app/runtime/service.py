@@ -176,7 +176,8 @@ class Service:
         jobs = []
         for i in range(result.scores.shape[0]):
             pred = answers.prediction(spec, labels, result.scores[i], request.top_k)
-            delta = float(result.deltas[i]) if has_delta and result.deltas is not None else None
+            delta = (answers.round_significant(float(result.deltas[i]))
+                     if has_delta and result.deltas is not None else None)
             item: dict[str, Any] = {
                 "prediction": pred,
                 "target": answers.target(spec, labels, result.scores[i], int(result.targets[i])),

@@ -21,8 +21,9 @@ import pytest
 
 from tests.conftest import LiveServer, make_settings
 from tests.fixtures import faulty
+from tests.fixtures.compare import assert_close
 from tests.fixtures.faulty import GATE, POISON, Poisonable
-from tests.fixtures.probes import total
+from tests.fixtures.probes import total, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -54,14 +55,6 @@ def net_of(server: LiveServer, model: str) -> Poisonable:
 
 def batcher_of(server: LiveServer, model: str) -> Any:
     return server.service.registry.models[model].batcher
-
-
-async def wait_until(condition: Any, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 def predict(client: httpx.AsyncClient, model: str, rows: list[list[float]],
@@ -159,7 +152,7 @@ async def test_poisoned_explain_fails_alone_and_others_match_serving_alone(serve
     for response, expected in zip([responses[0], *responses[2:]], alone, strict=True):
         assert response.status_code == 200, response.text
         got = response.json()
-        assert got["explanations"] == expected["explanations"]
+        assert_close(got["explanations"], expected["explanations"])
         # input x gradient of a linear model: x_i * W[target, i]
         explanation = got["explanations"][0]
         target = explanation["target"]["index"]
@@ -204,7 +197,8 @@ async def test_deadline_passed_in_the_queue_is_never_computed(server: LiveServer
             elapsed = time.monotonic() - started
             body = assert_problem(late, 504)
             assert "deadline" in body["detail"]
-            assert 0.15 <= elapsed < 5.0
+            # at its deadline, not after compute: the worker is still held at the gate here
+            assert elapsed >= 0.2 and not net_of(server, "slow").gate.is_set()
         await wait_until(lambda: batcher.idle, "the slow model to go idle")
         assert batcher.computed_items == computed_before + 1  # the gate request only
         text = await metrics_text(client)

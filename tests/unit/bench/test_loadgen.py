@@ -302,8 +302,7 @@ def test_open_loop_issues_on_schedule_whatever_the_answers(server: Controlled, c
     # Request k is not sent before its turn, k * 20 ms: never faster than the rate...
     for k, arrived in enumerate(seen.arrivals):
         assert arrived - began >= k * 0.02 - 1e-3, k
-    # ... and not much slower either (loose: the host is shared).
-    assert seen.arrivals[-1] - began <= 0.48 + 1.0
+    # ... and without waiting for answers: requests overlap (each takes 200 ms, one every 20 ms).
     assert 5 <= seen.max_in_flight <= 25
     assert result.latency_ms["min"] >= 200 * 0.99
     assert result.elapsed_s >= 0.48 + 0.2 - 0.05
