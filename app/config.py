@@ -41,7 +41,8 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(30.0, ge=0.0)
 
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    metrics_require_key: bool = False
+    metrics_public: bool = False
+    """With API_KEYS set, /metrics needs a key unless this is true (a scraper that cannot send one)."""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     render_threads: int = Field(0, ge=0)

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import explain, health, models, openapi, predict, problems
+from app.api import docs, explain, health, models, openapi, predict, problems
 from app.api.middleware import ProblemCORS, RequestContext
 from app.config import Settings, get_settings
 from app.context import InFlight
@@ -57,14 +57,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             service.close()
             logger.info("drained%s", "" if finished else " (grace period ran out)")
 
-    app = FastAPI(title="explainserve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="explainserve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                  openapi_url=None, docs_url=None, redoc_url=None)  # served by app.api.docs
     app.state.settings = settings
     app.state.service = service
     app.state.begin_drain = begin_drain
     problems.install(app)
     for router in (health.router, models.router, predict.router, explain.router):
         app.include_router(router)
-    openapi.install(app)
+    docs.install(app)
+    openapi.install(app, settings)
     if settings.cors_origins:
         app.add_middleware(ProblemCORS, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["*"],

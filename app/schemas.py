@@ -1,4 +1,7 @@
-"""The pydantic models of API.md: the HTTP contract in code."""
+"""The pydantic models of the HTTP contract (docs/api.md): requests, answers and problems.
+
+They are what OpenAPI publishes (`/openapi.json`, `/docs`); descriptions and examples live here.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, WithJsonSchema
 
-Kind = Literal["tabular", "image"]
-Task = Literal["classification", "regression"]
-SignMode = Literal["absolute", "positive", "negative", "all"]
-OutputName = Literal["overlay", "heatmap", "attributions", "chart", "summary"]
+from app import examples
+from app.types import Colormap, Kind, MethodName, OutputName, Sign, Task
 
 _INSTANCE_SCHEMA: dict[str, Any] = {
     "description": "A tabular row (object by feature name, or array of numbers in feature order) "
@@ -22,8 +23,16 @@ _INSTANCE_SCHEMA: dict[str, Any] = {
     ],
 }
 Instance = Annotated[dict[str, Any] | list[Any] | str, WithJsonSchema(_INSTANCE_SCHEMA)]
-"""Shape-checked here; validated against the model (features, finiteness, image bytes) in inference."""
+"""Shape-checked here; validated against the model (features, finiteness, image bytes) by its kind."""
 TargetValue = StrictInt | str | None
+
+_INSTANCES = Field(min_length=1, description="1 to MAX_INSTANCES (default 64) inputs, all for one model")
+_TOP_K = Field(None, ge=1, le=1000, description="How many classes each prediction's top_k lists (default up to 5)")
+_MODEL = Field(None, max_length=200, description="Model name; required on POST /predict and /explain only")
+
+
+def _examples(*values: dict[str, Any]) -> ConfigDict:
+    return ConfigDict(json_schema_extra={"examples": list(values)})
 
 
 class _Strict(BaseModel):
@@ -31,31 +40,42 @@ class _Strict(BaseModel):
 
 
 class Feature(BaseModel):
-    name: str
+    name: str = Field(description="The feature's name, as instances name it")
 
 
 class ImageInput(BaseModel):
+    """What an image model sees: submitted images are resized to this (catalog `[models.image]`)."""
+
     height: int
     width: int
     channels: int
 
 
 class MethodInfo(BaseModel):
-    name: str
-    params: dict[str, Any]
+    name: MethodName
+    params: dict[str, Any] = Field(description="The method's default parameters for this model, resolved")
 
 
 class ModelInfo(BaseModel):
+    """A served model, as the catalog declares it and as it is loaded."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "name": "purchase", "kind": "tabular", "task": "classification", "labels": ["no_purchase", "purchase"],
+        "features": [{"name": n} for n in examples.PURCHASE_ROW], "input": None, "device": "cpu",
+        "ready": True, "default_method": "integrated_gradients",
+        "methods": [{"name": "integrated_gradients",
+                     "params": {"n_steps": 32, "baseline": "zeros", "method": "gausslegendre"}}]}]})
+
     name: str
     kind: Kind
     task: Task
-    labels: list[str] | None
-    features: list[Feature] | None = None
-    input: ImageInput | None = None
-    device: str
-    ready: bool
-    default_method: str
-    methods: list[MethodInfo]
+    labels: list[str] | None = Field(description="Class labels in output order; null for regression")
+    features: list[Feature] | None = Field(None, description="Tabular models: the features, in model order")
+    input: ImageInput | None = Field(None, description="Image models: the size the model sees")
+    device: str = Field(description='Where the model is resident: "cpu", "cuda:0", ...')
+    ready: bool = Field(description="Loaded and warmed up (KServe's v1 protocol reads this)")
+    default_method: MethodName
+    methods: list[MethodInfo] = Field(description="The attribution methods offered, with default parameters")
 
 
 class ModelList(BaseModel):
@@ -63,75 +83,104 @@ class ModelList(BaseModel):
 
 
 class PredictRequest(_Strict):
-    instances: list[Instance] = Field(min_length=1)
-    top_k: int | None = Field(None, ge=1, le=1000)
-    model: str | None = Field(None, description="Model name; required on POST /predict only")
+    """Predictions for 1 to MAX_INSTANCES instances of one model."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [examples.PREDICT_REQUEST, examples.PREDICT_IMAGE_REQUEST]})
+
+    instances: list[Instance] = _INSTANCES
+    top_k: int | None = _TOP_K
+    model: str | None = _MODEL
 
 
 class RenderOptions(_Strict):
-    colormap: str | None = Field(
-        None, description="jet, viridis, inferno, ...; default jet, or bwr for sign=all")
-    alpha: float = Field(0.5, ge=0.0, le=1.0)
-    sign: SignMode = "absolute"
-    max_size: int = Field(1024, ge=16, le=8192)
+    """How image explanations are drawn (tabular models ignore it)."""
+
+    colormap: Colormap | None = Field(None, description='Colour map; default "jet", or "bwr" for sign "all"')
+    alpha: float = Field(0.5, ge=0.0, le=1.0, description="Opacity of the heat colours in the overlay")
+    sign: Sign = Field("absolute", description="absolute: |a|; positive / negative: that side only; all: "
+                                               "signed, on a diverging colour map")
+    max_size: int = Field(1024, ge=16, le=8192, description="Longer side of overlay and heatmap, in pixels "
+                                                            "(images are scaled down, never up)")
 
 
 class ExplainRequest(_Strict):
-    instances: list[Instance] = Field(min_length=1)
-    method: str | None = None
-    target: TargetValue | list[TargetValue] = None
-    params: dict[str, Any] = Field(default_factory=dict)
-    outputs: list[OutputName] | None = None
+    """Attributions (and overlays, charts, summaries) for 1 to MAX_INSTANCES instances of one model."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [examples.EXPLAIN_REQUEST, examples.EXPLAIN_IMAGE_REQUEST]})
+
+    instances: list[Instance] = _INSTANCES
+    method: MethodName | None = Field(None, description="Attribution method; default the model's default_method")
+    target: TargetValue | list[TargetValue] = Field(
+        None, description="Class to explain: null (the predicted class), an index, a label, or a list with "
+                          "one of those per instance")
+    params: dict[str, Any] = Field(default_factory=dict, description="Method parameters (see the model's "
+                                   "methods); unknown or out-of-range keys are a 422")
+    outputs: list[OutputName] | None = Field(
+        None, description='Image models: any of "overlay" (default), "heatmap", "attributions"; tabular '
+                          'models: "chart", "summary" (attributions are always there)')
     render: RenderOptions = Field(default_factory=RenderOptions)
-    top_k: int | None = Field(None, ge=1, le=1000)
-    model: str | None = Field(None, description="Model name; required on POST /explain only")
+    top_k: int | None = _TOP_K
+    model: str | None = _MODEL
 
 
 class ClassScore(BaseModel):
     index: int
     label: str | None
-    score: float
+    score: float = Field(description="Probability (softmax, or sigmoid for a single-output binary model)")
 
 
 class Prediction(BaseModel):
-    """Classification: index/label/score/top_k. Regression: value."""
+    """Classification: index, label, score and top_k. Regression: value."""
 
-    index: int | None = None
+    index: int | None = Field(None, description="Predicted class")
     label: str | None = None
-    score: float | None = None
-    top_k: list[ClassScore] | None = None
-    value: float | None = None
+    score: float | None = Field(None, description="Its probability")
+    top_k: list[ClassScore] | None = Field(None, description="The best classes, best first")
+    value: float | None = Field(None, description="Regression: the predicted value")
 
 
 class PredictResponse(BaseModel):
+    model_config = _examples(examples.PREDICT_ANSWER)
+
     model: str
-    predictions: list[Prediction]
+    predictions: list[Prediction] = Field(description="One per instance, in request order")
 
 
 class FeatureAttribution(BaseModel):
     feature: str
-    value: float
-    attribution: float
+    value: float = Field(description="The submitted value")
+    attribution: float = Field(description="Signed contribution to the target's output")
 
 
 class Target(BaseModel):
+    """The class the attributions explain."""
+
     index: int
     label: str | None
-    score: float | None
+    score: float | None = Field(description="Its probability; null for regression")
 
 
 class Explanation(BaseModel):
     prediction: Prediction
     target: Target
-    convergence_delta: float | None
-    overlay: str | None = None
-    heatmap: str | None = None
-    attributions: list[list[float]] | list[FeatureAttribution] | None = None
-    chart: str | None = None
-    summary: str | None = None
+    convergence_delta: float | None = Field(
+        description="IG-family methods: sum(attributions) - (F(x) - F(baseline)); null for other methods")
+    overlay: str | None = Field(None, description="Image: PNG data URI, the heatmap blended over the submitted "
+                                                 "image, at its aspect ratio")
+    heatmap: str | None = Field(None, description="Image: PNG data URI, RGBA colour map alone, transparent "
+                                                 "where attribution is about zero")
+    attributions: list[list[float]] | list[FeatureAttribution] | None = Field(
+        None, description="Tabular: per feature, in declared order. Image (when asked for): H x W floats at "
+                          "the model's input size, channels summed")
+    chart: str | None = Field(None, description="Tabular: PNG data URI of the ranked contributions")
+    summary: str | None = Field(None, description="Tabular: one sentence naming the strongest drivers")
 
 
 class Timings(BaseModel):
+    """Milliseconds spent queued, computing (the whole batch), rendering, and in all."""
+
     queue: float
     compute: float
     render: float
@@ -139,10 +188,12 @@ class Timings(BaseModel):
 
 
 class ExplainResponse(BaseModel):
+    model_config = _examples(examples.EXPLAIN_ANSWER, examples.EXPLAIN_IMAGE_ANSWER)
+
     model: str
-    method: str
-    params: dict[str, Any]
-    explanations: list[Explanation]
+    method: MethodName
+    params: dict[str, Any] = Field(description="The parameters used, defaults filled in")
+    explanations: list[Explanation] = Field(description="One per instance, in request order")
     timings_ms: Timings
 
 
@@ -156,19 +207,23 @@ class Health(BaseModel):
 
 class Readiness(BaseModel):
     status: Literal["ready", "starting", "draining"]
-    models: dict[str, str]
+    models: dict[str, str] | None = Field(
+        None, description='Each model\'s state, "loading" or "ready" (left out for callers without a key '
+                          'when API keys are configured)')
 
 
 class ProblemItem(BaseModel):
-    loc: list[str | int]
+    loc: list[str | int] = Field(description="Where: e.g. [\"instances\", 0, \"age\"] or [\"params\", \"n_steps\"]")
     msg: str
 
 
 class Problem(BaseModel):
     """RFC 9457 problem details (application/problem+json)."""
 
+    model_config = _examples(examples.PROBLEM_EXAMPLE)
+
     type: str = "about:blank"
     title: str
     status: int
     detail: str
-    errors: list[ProblemItem] | None = None
+    errors: list[ProblemItem] | None = Field(None, description="Every located problem (the first 20)")

@@ -96,8 +96,10 @@ async def _parse_form(request: Request, limit: int) -> tuple[dict[str, Any], lis
     return fields, files
 
 
-async def parse_request(request: Request, model: type[M], limit: int) -> tuple[M, list[bytes]]:
-    """The request model from JSON or multipart, plus any uploaded file bytes."""
+async def parse_request(request: Request, model: type[M], limit: int,
+                        labels: dict[str, str] | None = None) -> tuple[M, list[bytes]]:
+    """The request model from JSON or multipart, plus any uploaded file bytes. `labels` (the
+    request's metric labels) gets the method named in the body, even when the body is invalid."""
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     files: list[bytes] = []
     if content_type == "multipart/form-data":
@@ -114,6 +116,8 @@ async def parse_request(request: Request, model: type[M], limit: int) -> tuple[M
             f"unsupported content type '{content_type}': send application/json or multipart/form-data")
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
+    if labels is not None and isinstance(data.get("method"), str):
+        labels["method"] = data["method"]
     if files and not data.get("instances"):
         data["instances"] = []
         try:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 from typing import Annotated, Generic, TypeVar
 
 from fastapi import Depends, Request
 from pydantic import BaseModel
 
+from app.api.auth import check_key
 from app.api.codecs import header_timeout, parse_request
 from app.api.middleware import LABELS_KEY
 from app.config import Settings
-from app.errors import Forbidden, InvalidInput, Unauthorized
+from app.errors import InvalidInput
 from app.runtime.service import Service
 
 B = TypeVar("B", bound=BaseModel)
@@ -30,31 +30,6 @@ def get_app_settings(request: Request) -> Settings:
 
 ServiceDep = Annotated[Service, Depends(get_service)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-
-
-def presented_key(request: Request) -> str | None:
-    auth = request.headers.get("authorization")
-    if auth is not None:
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip()
-    key = request.headers.get("x-api-key")
-    return key.strip() if key else None
-
-
-def check_key(settings: Settings, request: Request) -> None:
-    """401 without a key, 403 with a wrong one; keys compared in constant time."""
-    if not settings.api_keys:
-        return
-    key = presented_key(request)
-    if key is None:
-        raise Unauthorized("an API key is required: Authorization: Bearer <key> or X-API-Key",
-                           headers={"WWW-Authenticate": "Bearer"})
-    matched = False
-    for valid in settings.api_keys:
-        matched |= hmac.compare_digest(key.encode(), valid.encode())
-    if not matched:
-        raise Forbidden("the API key is not valid")
 
 
 def require_key(request: Request, settings: SettingsDep) -> None:
@@ -89,7 +64,7 @@ async def open_model_call(request: Request, route: str, schema: type[B], model: 
     labels.update(route=route, model=model)
     check_key(service.settings, request)
     deadline = service.deadline(header_timeout(request))
-    body, files = await parse_request(request, schema, service.settings.max_body_bytes)
+    body, files = await parse_request(request, schema, service.settings.max_body_bytes, labels)
     if in_body:
         named = getattr(body, "model", None)
         if not named:

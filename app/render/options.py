@@ -4,31 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, get_args
 
-Sign = Literal["absolute", "positive", "negative", "all"]
-"""Which part of the attribution to show (Captum's ``sign`` argument, see ``normalize``)."""
+from app.types import COLORMAPS, DIVERGING_COLORMAPS, SIGNS, Sign
 
-SIGNS: tuple[Sign, ...] = get_args(Sign)
+__all__ = ["COLORMAPS", "DEFAULT_COLORMAP", "DEFAULT_DIVERGING_COLORMAP", "DIVERGING", "SIGNS", "RenderSpec", "Sign"]
 
-DIVERGING: frozenset[str] = frozenset({"coolwarm", "bwr", "RdBu_r", "seismic"})
+DIVERGING: frozenset[str] = frozenset(DIVERGING_COLORMAPS)
 """Colormaps with a neutral centre, suited to signed (``sign="all"``) maps."""
-
-COLORMAPS: tuple[str, ...] = (
-    "jet",
-    "viridis",
-    "inferno",
-    "magma",
-    "plasma",
-    "turbo",
-    "hot",
-    "gray",
-    "coolwarm",
-    "bwr",
-    "RdBu_r",
-    "seismic",
-)
-"""Colormap names a client may request (all are built into matplotlib)."""
 
 DEFAULT_COLORMAP = "jet"
 DEFAULT_DIVERGING_COLORMAP = "bwr"

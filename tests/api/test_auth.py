@@ -83,7 +83,7 @@ def test_model_routes_accept_either_key_in_either_header(http: httpx.Client, met
                                                          body: dict[str, Any] | None) -> None:
     answers = []
     for headers in ({"Authorization": f"Bearer {KEYS[0]}"}, {"X-API-Key": KEYS[1]},
-                    {"authorization": f"bearer {KEYS[1]}"}, {"X-API-Key": KEYS[0]}):
+                    {"authorization": f"bearer {KEYS[1]}"}, {"X-API-Key": KEYS[0]}, basic(KEYS[1])):
         response = call(http, method, path, body, headers)
         assert response.status_code == 200, (headers, response.text)
         answers.append(response.json())
@@ -91,12 +91,25 @@ def test_model_routes_accept_either_key_in_either_header(http: httpx.Client, met
     assert all(a == strip[0] for a in strip)
 
 
+def basic(key: str, user: str = "anyone") -> dict[str, str]:
+    """What a browser sends after a Basic challenge: the key as the password."""
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{key}".encode()).decode()}
+
+
+def test_basic_credentials_carry_the_key_as_password(http: httpx.Client) -> None:
+    ok = {"instances": [ROW]}
+    assert http.post("/v1/models/breast-cancer/predict", json=ok, headers=basic(KEYS[0])).status_code == 200
+    assert http.post("/v1/models/breast-cancer/predict", json=ok, headers=basic(KEYS[0], "")).status_code == 200
+    problem(http.post("/v1/models/breast-cancer/predict", json=ok, headers=basic("wrong")), 403)
+
+
 @pytest.mark.parametrize("headers", [
-    {"Authorization": "Basic " + base64.b64encode(f"user:{KEYS[0]}".encode()).decode()},
+    {"Authorization": "Basic !!not-base64"},
+    {"Authorization": "Basic " + base64.b64encode(b"no-colon").decode()},
     {"Authorization": "Bearer"},
     {"Authorization": KEYS[0]},
     {"X-API-Key": ""},
-], ids=["basic", "empty-bearer", "no-scheme", "empty-x-api-key"])
+], ids=["bad-basic", "basic-without-colon", "empty-bearer", "no-scheme", "empty-x-api-key"])
 def test_keys_in_other_forms_count_as_missing(http: httpx.Client, headers: dict[str, str]) -> None:
     problem(http.post("/v1/models/breast-cancer/predict", json={"instances": [ROW]}, headers=headers), 401)
 
@@ -125,26 +138,42 @@ def test_the_401_never_echoes_the_presented_key(http: httpx.Client) -> None:
     assert "leaky-guess" not in response.text
 
 
-def test_health_and_metrics_stay_open(http: httpx.Client) -> None:
+def test_probes_stay_open_without_model_names(http: httpx.Client) -> None:
     assert http.get("/healthz").json() == {"status": "ok"}
-    ready = http.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["status"] == "ready"
-    metrics = http.get("/metrics")
-    assert metrics.status_code == 200 and "explainserve_requests_total" in metrics.text
-    assert http.get("/openapi.json").status_code == 200
+    assert http.get("/").json() == {"status": "alive"}
+    anonymous = http.get("/readyz")
+    assert anonymous.status_code == 200 and anonymous.json() == {"status": "ready"}
+    for headers in ({"X-API-Key": "wrong"}, {}):
+        assert "breast-cancer" not in http.get("/readyz", headers=headers).text
+    named = http.get("/readyz", headers={"X-API-Key": KEYS[1]}).json()
+    assert named["status"] == "ready" and named["models"]["breast-cancer"] == "ready"
 
 
-def test_metrics_can_require_a_key(tmp_path: Path) -> None:
+@pytest.mark.parametrize("path", ["/metrics", "/openapi.json", "/docs", "/redoc"])
+def test_metrics_and_the_api_description_need_a_key(http: httpx.Client, path: str) -> None:
+    missing = problem(http.get(path), 401)
+    # a browser opening the page is asked for the key (any user name, the key as password)
+    assert http.get(path).headers["www-authenticate"].startswith("Basic ")
+    assert "detail" in missing
+    problem(http.get(path, headers={"X-API-Key": "wrong"}), 403)
+    for headers in ({"Authorization": f"Bearer {KEYS[0]}"}, basic(KEYS[1])):
+        ok = http.get(path, headers=headers)
+        assert ok.status_code == 200, ok.text
+    if path == "/openapi.json":
+        schema = http.get(path, headers=basic(KEYS[0])).json()
+        assert set(schema["components"]["securitySchemes"]) == {"bearer", "apiKey", "basic"}
+        assert schema["paths"]["/healthz"]["get"]["security"] == []
+
+
+def test_metrics_can_be_public_for_a_scraper(tmp_path: Path) -> None:
     catalog = faulty.catalog(tmp_path, {"tiny": {}})
-    with LiveServer(make_settings(models=catalog, api_keys=KEYS[0], metrics_require_key=True)) as s, \
+    with LiveServer(make_settings(models=catalog, api_keys=KEYS[0], metrics_public=True)) as s, \
             httpx.Client(base_url=s.url, timeout=60) as http:
-        problem(http.get("/metrics"), 401)
-        problem(http.get("/metrics", headers={"X-API-Key": "wrong"}), 403)
-        ok = http.get("/metrics", headers={"Authorization": f"Bearer {KEYS[0]}"})
+        ok = http.get("/metrics")
         assert ok.status_code == 200 and ok.headers["content-type"].startswith("text/plain")
         assert "explainserve_requests_total" in ok.text
-        assert http.get("/healthz").status_code == 200
-        assert http.get("/readyz").status_code == 200
+        problem(http.get("/openapi.json"), 401)
+        problem(http.get("/v1/models"), 401)
 
 
 def test_without_api_keys_everything_is_open(client: httpx.Client) -> None:
@@ -203,7 +232,7 @@ def test_no_cors_headers_without_cors_origins(client: httpx.Client) -> None:
 def test_refused_requests_are_counted_under_their_route(http: httpx.Client) -> None:
     """A 401 on explain is counted with route "explain" and the model, not as an unknown route."""
     def refused() -> float:
-        text = http.get("/metrics").text
+        text = http.get("/metrics", headers={"X-API-Key": KEYS[0]}).text
         return probes.total(text, "explainserve_requests_total", route="explain", model="breast-cancer",
                             status="401")
 

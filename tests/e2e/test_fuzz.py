@@ -59,8 +59,9 @@ CHECKS = [no_server_fault, response_schema_conformance, status_code_conformance,
           response_headers_conformance]
 MODELS = ["breast-cancer", "purchase", "diabetes", "shapes"]
 FUZZ_SETTINGS = settings(max_examples=30, deadline=None, derandomize=True, database=None,
-                         phases=[Phase.explicit, Phase.generate],
-                         suppress_health_check=list(HealthCheck))
+                         phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+EXAMPLE_SETTINGS = settings(deadline=None, database=None, phases=[Phase.explicit],
+                            suppress_health_check=list(HealthCheck))
 
 
 def _schema() -> Any:
@@ -103,6 +104,14 @@ def valid_instances(model: str) -> st.SearchStrategy[list[Any]]:
         return st.lists(image, min_size=1, max_size=2)
     width = TABULAR_FEATURES[model]
     return st.lists(st.lists(finite, min_size=width, max_size=width), min_size=1, max_size=3)
+
+
+@schema.parametrize()
+@EXAMPLE_SETTINGS
+def test_schema_examples_conform(case: Any, live: LiveServer) -> None:
+    """The request examples of the schema, sent as they are: documented answers, no server fault."""
+    response = case.call_and_validate(base_url=live.url, checks=CHECKS, timeout=120)
+    STATUSES[(case.method, case.path, response.status_code)] += 1
 
 
 @schema.parametrize()
