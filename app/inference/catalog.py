@@ -39,6 +39,8 @@ class ImageSpec(_Strict):
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     gradcam_layer: str | None = None
+    background: tuple[int, int, int] = (255, 255, 255)
+    """RGB colour that transparent pixels are composited onto before the model sees them."""
 
     @model_validator(mode="after")
     def _valid(self) -> ImageSpec:
@@ -46,6 +48,8 @@ class ImageSpec(_Strict):
             raise ValueError("size must be [height, width] between 8 and 4096")
         if any(s <= 0 for s in self.std):
             raise ValueError("std values must be positive")
+        if any(not 0 <= c <= 255 for c in self.background):
+            raise ValueError("background must be [r, g, b] with each value in 0..255")
         return self
 
 

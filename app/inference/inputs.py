@@ -32,7 +32,7 @@ class DecodedImage:
     """A submitted image and what the model sees of it."""
 
     image: Image.Image
-    """The submitted image, RGB, EXIF orientation applied."""
+    """The submitted image, EXIF orientation applied: RGBA where it has transparency, else RGB."""
     pixels: NDArray[np.float32]
     """3 x H x W in [0, 1] at the model's input size."""
     crop_box: tuple[float, float, float, float]
@@ -75,8 +75,13 @@ def image_bytes(instance: Any, index: int) -> bytes:
             raise BadRequest(f"instance {index}: invalid base64") from None
 
 
+def has_alpha(img: Image.Image) -> bool:
+    return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+
+
 def open_image(data: bytes, max_pixels: int, where: str = "image") -> Image.Image:
-    """Decode PNG, JPEG or WebP bytes to RGB, refusing oversize images before decoding pixels."""
+    """Decode PNG, JPEG or WebP bytes to RGB, or RGBA where the image has transparency;
+    oversize images are refused from their header, before any pixel is decoded."""
     try:
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
@@ -99,13 +104,24 @@ def open_image(data: bytes, max_pixels: int, where: str = "image") -> Image.Imag
             # 16-bit greyscale PNG: convert("RGB") would clip at 255 instead of scaling.
             wide = np.asarray(upright, dtype=np.float64) / 257.0
             upright = Image.fromarray(np.clip(np.rint(wide), 0, 255).astype(np.uint8))
-        return upright if upright.mode == "RGB" else upright.convert("RGB")
+        mode = "RGBA" if has_alpha(upright) else "RGB"
+        return upright if upright.mode == mode else upright.convert(mode)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise BadRequest(f"{where}: corrupt or truncated image ({exc})") from None
 
 
+def composited(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    """RGB, transparent pixels composited onto `background` (the colour under them is not seen)."""
+    if img.mode != "RGBA":
+        return img if img.mode == "RGB" else img.convert("RGB")
+    base = Image.new("RGBA", img.size, (*background, 255))
+    return Image.alpha_composite(base, img).convert("RGB")
+
+
 def model_view(img: Image.Image, spec: ImageSpec) -> tuple[NDArray[np.float32], tuple[float, float, float, float]]:
-    """Resize per the catalog's policy; return CHW pixels in [0, 1] and the region seen."""
+    """Resize per the catalog's policy; return CHW pixels in [0, 1] and the region seen.
+    Transparent pixels are composited onto the catalog's `background` first."""
+    img = composited(img, spec.background)
     height, width = spec.size
     w, h = img.size
     if spec.resize == "stretch":

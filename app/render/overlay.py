@@ -96,25 +96,35 @@ def heatmap_rgba(attr: npt.ArrayLike, placement: Placement, spec: RenderSpec) ->
     return Image.fromarray(colorize(place_map(norm, placement, size), spec))
 
 
-def _base_rgb(image: Image.Image) -> Image.Image:
-    """``image`` as RGB; transparent parts are shown over white."""
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        base = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(base, rgba).convert("RGB")
-    return image if image.mode == "RGB" else image.convert("RGB")
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+
+
+def _resized(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Bilinear, antialiased; RGBA is resized premultiplied, so transparent pixels' hidden colour
+    does not bleed into their neighbours."""
+    if image.size == size:
+        return image
+    if image.mode == "RGBA":
+        return image.convert("RGBa").resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0).convert("RGBA")
+    return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
 
 
 def blend(image: Image.Image, heat: Image.Image, alpha: float) -> Image.Image:
-    """``image * (1 - a) + heat_rgb * a`` with ``a = alpha * heat_alpha / 255``, as ``RGB``.
+    """The heat colours over ``image``, with opacity ``a = alpha * heat_alpha / 255`` per pixel.
 
-    ``image`` is converted to RGB and resized (bilinear, antialiased) to ``heat.size``.
+    An opaque image gives ``RGB``: ``image * (1 - a) + heat_rgb * a``. An image with transparency
+    keeps it: ``RGBA``, the heat composited over the image ("over"), so the page behind shows
+    where both are transparent. ``image`` is resized (bilinear, antialiased) to ``heat.size``.
     """
-    base = _base_rgb(image)
-    if base.size != heat.size:
-        base = base.resize(heat.size, Image.Resampling.BILINEAR, reducing_gap=3.0)
     weights = [round(v * alpha) for v in range(256)]
     mask = heat.getchannel("A").point(weights)
+    if _has_alpha(image):
+        base = _resized(image.convert("RGBA"), heat.size)
+        top = heat.convert("RGB").convert("RGBA")
+        top.putalpha(mask)
+        return Image.alpha_composite(base, top)
+    base = _resized(image if image.mode == "RGB" else image.convert("RGB"), heat.size)
     return Image.composite(heat.convert("RGB"), base, mask)
 
 
@@ -128,7 +138,8 @@ def _check_image(image: Image.Image, placement: Placement) -> None:
 def overlay(
     image: Image.Image, attr: npt.ArrayLike, placement: Placement, spec: RenderSpec
 ) -> Image.Image:
-    """The submitted ``image`` blended with the heat colours of ``attr`` (``RGB``).
+    """The submitted ``image`` blended with the heat colours of ``attr`` (``RGB``, or ``RGBA``
+    keeping the image's transparency).
 
     Per pixel ``out = img * (1 - a) + colour * a`` with ``a = spec.alpha * heat_alpha / 255``,
     so zero-attribution areas show the original image. Size is ``output_size(...)``.

@@ -515,3 +515,34 @@ def test_small_cpu_chunks_give_the_same_attributions(client: httpx.Client, live:
             assert a["convergence_delta"] == pytest.approx(b["convergence_delta"], rel=1e-3, abs=1e-5)
         np.testing.assert_allclose(np.asarray(b["attributions"]), np.asarray(a["attributions"]),
                                    rtol=1e-4, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- transparency
+
+
+def _cut_out(hidden: tuple[int, int, int]) -> str:
+    """A shapes star, transparent outside its box, with `hidden` as the colour under that."""
+    sample = draw_sample(np.random.default_rng(13), 128, 128, 3)
+    pixels = np.asarray(sample.image.convert("RGBA")).copy()
+    left, top, right, bottom = (int(round(v)) for v in sample.box)
+    outside = np.ones(pixels.shape[:2], dtype=bool)
+    outside[top:bottom, left:right] = False
+    pixels[outside] = (*hidden, 0)
+    buf = io.BytesIO()
+    Image.fromarray(pixels, "RGBA").save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_transparent_pixels_are_seen_as_the_background_and_the_overlay_keeps_them(client: httpx.Client) -> None:
+    answers = [_post(client, "shapes", {"instances": [{"b64": _cut_out(hidden)}], "method": "saliency",
+                                        "outputs": ["overlay", "attributions"]})
+               for hidden in ((0, 0, 0), (255, 0, 255))]
+    assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+    black, magenta = (a.json()["explanations"][0] for a in answers)
+    # the colour under transparent pixels does not change what the model sees
+    assert_close(black["prediction"], magenta["prediction"])
+    assert_close(black["attributions"], magenta["attributions"])
+    overlay = _decode_uri(black["overlay"])
+    assert overlay.mode == "RGBA"
+    alpha = np.asarray(overlay)[..., 3]
+    assert alpha.max() == 255 and alpha.min() < 255  # the shape opaque, the background see-through

@@ -314,6 +314,8 @@ def test_empty_labels_file(tmp_path: Path) -> None:
     ({"size": [16, 16], "std": [1, 0, 1]}, "image", "std values must be positive"),
     ({"size": [16, 16], "mean": [0.5, 0.5]}, "image.mean.2", "Field required"),
     ({"size": [16, 16], "colour": "rgb"}, "image.colour", "Extra inputs"),
+    ({"size": [16, 16], "background": [255, 255, 256]}, "image", "each value in 0..255"),
+    ({"size": [16, 16], "background": [0, 0]}, "image.background.2", "Field required"),
 ])
 def test_image_table_problems(tmp_path: Path, image: dict[str, Any], key: str, text: str) -> None:
     entry = image_entry(tmp_path, name="i1", image=image)

@@ -97,11 +97,33 @@ def test_jpeg_decodes_close_to_the_original() -> None:
     assert diff.mean() < 3
 
 
-@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "1"])
-def test_other_png_modes_become_rgb(mode: str) -> None:
+@pytest.mark.parametrize(("mode", "read_as"), [("L", "RGB"), ("LA", "RGBA"), ("P", "RGB"), ("RGBA", "RGBA"),
+                                                ("1", "RGB")])
+def test_other_png_modes_become_rgb_or_rgba_with_transparency(mode: str, read_as: str) -> None:
     img = Image.new(mode, (7, 5))
     out = open_image(encode(img, "PNG"), max_pixels=BIG)
-    assert (out.mode, out.size) == ("RGB", (7, 5))
+    assert (out.mode, out.size) == (read_as, (7, 5))
+
+
+def test_transparent_pixels_are_composited_onto_the_background() -> None:
+    """The colour hidden under transparent pixels never reaches the model."""
+    views = []
+    for hidden in ((0, 0, 0), (255, 0, 255)):
+        img = Image.new("RGBA", (8, 8), (*hidden, 0))
+        img.paste((30, 60, 90, 255), (2, 2, 6, 6))
+        img.putpixel((0, 7), (30, 60, 90, 128))  # half transparent: half its colour, half the background
+        decoded = decode_image_bytes(encode(img, "PNG"), 0, ImageSpec(size=(8, 8), resize="stretch",
+                                                                      background=(255, 255, 255)), BIG)
+        assert decoded.image.mode == "RGBA"  # the overlay keeps the transparency
+        views.append(decoded.pixels)
+    np.testing.assert_array_equal(views[0], views[1])
+    assert views[0][:, 0, 0].tolist() == [1.0, 1.0, 1.0]  # white where transparent
+    np.testing.assert_allclose(views[0][:, 7, 0], [(30 + 255) / 2 / 255, (60 + 255) / 2 / 255, (90 + 255) / 2 / 255],
+                               atol=1.5 / 255)
+    np.testing.assert_allclose(views[0][:, 3, 3], [30 / 255, 60 / 255, 90 / 255])
+    grey = decode_image_bytes(encode(Image.new("RGBA", (8, 8), (0, 0, 0, 0)), "PNG"), 0,
+                              ImageSpec(size=(8, 8), background=(0, 128, 255)), BIG)
+    np.testing.assert_allclose(grey.pixels[:, 4, 4], [0.0, 128 / 255, 1.0])
 
 
 def test_sixteen_bit_greyscale_png_is_scaled_not_clipped() -> None:

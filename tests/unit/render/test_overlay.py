@@ -198,16 +198,30 @@ def test_image_modes_are_converted() -> None:
     attr = np.ones((4, 4))
     for img in (
         Image.new("L", (20, 10), 100),
-        Image.new("RGBA", (20, 10), (10, 20, 30, 0)),
         Image.new("P", (20, 10), 3),
         Image.new("CMYK", (20, 10)),
     ):
         out = overlay(img, attr, placement, RenderSpec())
         assert out.mode == "RGB" and out.size == (20, 10)
-    # Fully transparent pixels are shown over white.
-    clear = overlay(Image.new("RGBA", (20, 10), (10, 20, 30, 0)), np.zeros((4, 4)), placement,
-                    RenderSpec())
-    assert np.asarray(clear).min() == 255
+
+
+def test_transparency_is_kept_and_the_heat_goes_over_it() -> None:
+    placement = Placement.whole((20, 10))
+    image = Image.new("RGBA", (20, 10), (10, 20, 30, 0))
+    image.paste((200, 100, 50, 255), (0, 0, 10, 10))  # left half opaque, right half transparent
+    # No attribution: the image as it was, transparency included.
+    clear = np.asarray(overlay(image, np.zeros((4, 4)), placement, RenderSpec()))
+    assert clear.shape == (10, 20, 4)
+    assert (clear[:, :10] == (200, 100, 50, 255)).all() and (clear[:, 10:, 3] == 0).all()
+    # Full attribution at alpha 0.5: half the heat colour over opaque pixels; over transparent
+    # pixels the heat colour itself at half opacity ("over" composition).
+    full = np.asarray(overlay(image, np.ones((4, 4)), placement, RenderSpec(colormap="gray", alpha=0.5)))
+    assert abs(int(full[5, 2, 0]) - (200 + 255) // 2) <= 1 and full[5, 2, 3] == 255
+    assert tuple(full[5, 17, :3]) == (255, 255, 255) and abs(int(full[5, 17, 3]) - 128) <= 1
+    # A palette image with a transparent index keeps it too.
+    palette = Image.new("P", (20, 10), 0)
+    palette.info["transparency"] = 0
+    assert overlay(palette, np.zeros((4, 4)), placement, RenderSpec()).mode == "RGBA"
 
 
 def test_image_size_must_match_placement() -> None:
