@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
+
+MAX_LISTED_ERRORS = 20
+"""A problem's `errors` lists at most this many; its detail says how many there were."""
+MAX_ECHOED_CHARS = 60
+"""Client text quoted in a message is cut to this many characters."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,40 @@ class ServiceError(Exception):
         if self.errors:
             body["errors"] = [{"loc": list(e.loc), "msg": e.msg} for e in self.errors]
         return body
+
+
+E = TypeVar("E", bound=ServiceError)
+
+
+def quoted(value: object) -> str:
+    """Client input for a message: quoted, at most MAX_ECHOED_CHARS characters, lone surrogates
+    escaped (they cannot be encoded as UTF-8)."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) > MAX_ECHOED_CHARS:
+        text = f"{text[:MAX_ECHOED_CHARS]}... ({len(text)} characters)"
+    return "'" + text.encode("utf-8", "backslashreplace").decode("utf-8") + "'"
+
+
+def did_you_mean(name: str, choices: Sequence[str]) -> str:
+    """` (did you mean 'x'?)` for the choice `name` most likely meant (case and surrounding spaces
+    aside, or a close spelling), else an empty string."""
+    folded = {choice.strip().casefold(): choice for choice in choices}
+    hit = folded.get(name.strip().casefold())
+    if hit is None and len(name) <= 200:
+        close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.75)
+        hit = close[0] if close else None
+    return f" (did you mean {quoted(hit)}?)" if hit is not None else ""
+
+
+def listing(error: type[E], problems: Sequence[tuple[str, ErrorItem]]) -> E:
+    """One error for several problems: the detail is the first problem's sentence and how many
+    more there are; `errors` locates the first MAX_LISTED_ERRORS."""
+    if not problems:
+        raise ValueError("listing() needs at least one problem")
+    detail = problems[0][0]
+    if len(problems) > 1:
+        detail += f" (and {len(problems) - 1} more)"
+    return error(detail, [item for _, item in problems[:MAX_LISTED_ERRORS]])
 
 
 class BadRequest(ServiceError):

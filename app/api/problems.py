@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from app.errors import ErrorItem, InternalError, InvalidInput, ServiceError
+from app.errors import ErrorItem, InternalError, InvalidInput, ServiceError, listing
 
 logger = logging.getLogger(__name__)
 
@@ -35,14 +35,10 @@ def _http_problem(status: int, detail: str, headers: dict[str, str] | None = Non
 
 
 def validation_error(errors: list[dict[str, Any]], prefix: tuple[str | int, ...] = ()) -> InvalidInput:
-    """Pydantic errors as one 422 with every location."""
-    items = [ErrorItem((*prefix, *e["loc"]), str(e["msg"])) for e in errors]
-    first = items[0] if items else ErrorItem(prefix, "invalid")
-    where = ".".join(str(p) for p in first.loc) or "body"
-    detail = f"{where}: {first.msg}"
-    if len(items) > 1:
-        detail += f" (and {len(items) - 1} more)"
-    return InvalidInput(detail, items)
+    """Pydantic errors as one 422 locating each."""
+    items = [ErrorItem((*prefix, *e["loc"]), str(e["msg"])) for e in errors] or [ErrorItem(prefix, "invalid")]
+    return listing(InvalidInput, [(f"{'.'.join(str(p) for p in item.loc) or 'body'}: {item.msg}", item)
+                                  for item in items])
 
 
 async def _service_error(request: Request, exc: Exception) -> Response:

@@ -16,7 +16,16 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from app.errors import BadRequest, ErrorItem, InvalidInput, PayloadTooLarge, UnsupportedMedia
+from app.errors import (
+    BadRequest,
+    ErrorItem,
+    InvalidInput,
+    PayloadTooLarge,
+    UnsupportedMedia,
+    did_you_mean,
+    listing,
+    quoted,
+)
 from app.inference.catalog import ImageSpec
 
 Image.MAX_IMAGE_PIXELS = None  # our own limit is checked from the header, before decoding
@@ -148,49 +157,48 @@ def decode_image_bytes(data: bytes, index: int, spec: ImageSpec, max_pixels: int
 
 
 def tabular_rows(instances: Sequence[Any], features: Sequence[str]) -> NDArray[np.float64]:
-    """Rows by feature name (each named once) or in declared order; all problems reported at once."""
+    """Rows by feature name (each named once, exactly as declared) or in declared order; every
+    problem located, the first named in the detail (with the declared name probably meant)."""
     rows = np.zeros((len(instances), len(features)), dtype=np.float64)
-    errors: list[ErrorItem] = []
+    problems: list[tuple[str, ErrorItem]] = []
     index_of = {name: i for i, name in enumerate(features)}
     for i, instance in enumerate(instances):
         if isinstance(instance, dict):
             for name in instance:
                 if name not in index_of:
-                    errors.append(ErrorItem(("instances", i, name), "unknown feature"))
+                    hint = did_you_mean(name, features)
+                    problems.append((f"instance {i}: unknown feature {quoted(name)}{hint}",
+                                     ErrorItem(("instances", i, name), f"unknown feature{hint}")))
             for name, j in index_of.items():
                 if name not in instance:
-                    errors.append(ErrorItem(("instances", i, name), "missing"))
+                    problems.append((f"instance {i}: missing feature {quoted(name)}",
+                                     ErrorItem(("instances", i, name), "missing")))
                 else:
-                    _put(rows, i, j, instance[name], ("instances", i, name), errors)
+                    _put(rows, i, j, instance[name], ("instances", i, name), f"feature {quoted(name)}", problems)
         elif isinstance(instance, list):
             if len(instance) != len(features):
-                errors.append(ErrorItem(
-                    ("instances", i), f"expected {len(features)} values, got {len(instance)}"))
+                msg = f"expected {len(features)} values, got {len(instance)}"
+                problems.append((f"instance {i}: {msg}", ErrorItem(("instances", i), msg)))
                 continue
             for j, value in enumerate(instance):
-                _put(rows, i, j, value, ("instances", i, j), errors)
+                _put(rows, i, j, value, ("instances", i, j), f"value {j} ({quoted(features[j])})", problems)
         else:
-            errors.append(ErrorItem(("instances", i), "a tabular instance is an object or an array"))
-    if errors:
-        first = errors[0]
-        where = first.loc[2] if len(first.loc) > 2 else None
-        what = f"feature '{where}'" if isinstance(where, str) else f"value {where}" if where is not None else ""
-        detail = f"instance {first.loc[1]}: {first.msg} {what}".strip()
-        if first.msg == "missing" and isinstance(where, str):
-            detail = f"instance {first.loc[1]}: missing feature '{where}'"
-        if len(errors) > 1:
-            detail += f" (and {len(errors) - 1} more)"
-        raise InvalidInput(detail, errors)
+            msg = "a tabular instance is an object or an array"
+            problems.append((f"instance {i}: {msg}", ErrorItem(("instances", i), msg)))
+    if problems:
+        raise listing(InvalidInput, problems)
     return rows
 
 
-def _put(rows: NDArray[np.float64], i: int, j: int, value: Any, loc: tuple[str | int, ...],
-         errors: list[ErrorItem]) -> None:
+def _put(rows: NDArray[np.float64], i: int, j: int, value: Any, loc: tuple[str | int, ...], what: str,
+         problems: list[tuple[str, ErrorItem]]) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        errors.append(ErrorItem(loc, "not a number"))
+        msg = "not a number"
     elif isinstance(value, float) and not math.isfinite(value):  # math.isfinite overflows on huge ints
-        errors.append(ErrorItem(loc, "not a finite number"))
+        msg = "not a finite number"
     elif abs(value) > 3.0e38:
-        errors.append(ErrorItem(loc, "out of range for float32"))
+        msg = "out of range for float32"
     else:
         rows[i, j] = value
+        return
+    problems.append((f"instance {i}: {what} is {msg}", ErrorItem(loc, msg)))

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.errors import ErrorItem, InvalidInput
+from app.errors import ErrorItem, InvalidInput, listing
 
 Baseline = Literal["zeros", "mean", "blur"] | float
 
@@ -74,9 +74,5 @@ def resolve_params(model_cls: type[MethodParams], overrides: dict[str, Any],
         return model_cls.model_validate(merged)
     except ValidationError as exc:
         items = [ErrorItem(("params", *(str(p) for p in e["loc"])), e["msg"]) for e in exc.errors()]
-        first = items[0]
-        key = ".".join(str(p) for p in first.loc[1:]) or "params"
-        detail = f"params.{key}: {first.msg}"
-        if len(items) > 1:
-            detail += f" (and {len(items) - 1} more)"
-        raise InvalidInput(detail, items) from None
+        raise listing(InvalidInput, [(f"{'.'.join(str(p) for p in item.loc)}: {item.msg}", item)
+                                     for item in items]) from None

@@ -424,6 +424,30 @@ def test_every_problem_is_reported_at_once(client: httpx.Client) -> None:
     assert locs == {("instances", 1, "worst radius"): "missing", ("instances", 1, "colour"): "unknown feature"}
 
 
+@pytest.mark.parametrize(("sent", "detail"), [
+    (" age ", "instance 0: unknown feature ' age ' (did you mean 'age'?) (and 1 more)"),
+    ("Age", "instance 0: unknown feature 'Age' (did you mean 'age'?) (and 1 more)"),
+    ("agee", "instance 0: unknown feature 'agee' (did you mean 'age'?) (and 1 more)"),
+    ("birth_year", "instance 0: unknown feature 'birth_year' (and 1 more)"),
+])
+def test_a_misnamed_feature_names_the_one_probably_meant(client: httpx.Client, sent: str, detail: str) -> None:
+    """Names must match exactly (surrounding spaces and case included); the hint says which was meant."""
+    row = dict(example_rows("purchase")[0])
+    row[sent] = row.pop("age")
+    body = problem(post(client, "purchase", {"instances": [row]}), 422)
+    assert body["detail"] == detail
+    hint = detail.split("feature ", 1)[1].split(" (and")[0].removeprefix(repr(sent))
+    assert body["errors"] == [{"loc": ["instances", 0, sent], "msg": f"unknown feature{hint}"},
+                              {"loc": ["instances", 0, "age"], "msg": "missing"}]
+
+
+def test_errors_of_a_large_body_are_counted_not_all_listed(client: httpx.Client) -> None:
+    rows = [{"nope": 1}] * 64
+    body = problem(post(client, "purchase", {"instances": rows}), 422)
+    assert len(body["errors"]) == 20
+    assert body["detail"].endswith(f"(and {64 * 7 - 1} more)")
+
+
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e999"])
 def test_non_finite_number_is_422(client: httpx.Client, token: str) -> None:
     features = ["age", "monthly_spend", "category_views", "cart_adds", "follows_brand", "return_rate"]
