@@ -30,7 +30,7 @@ from app.cli.common import (
     render_options,
 )
 from app.cli.inputs import csv_row, read_csv
-from app.client import APIError, Client
+from app.client import APIError, Client, ModelInfo
 
 
 @dataclass
@@ -40,15 +40,21 @@ class _Item:
     """Reads the instance (in the worker thread); raises ValueError/OSError for a bad item."""
 
 
-def _batch_items(source: Path, key_column: str | None) -> tuple[str, list[_Item]]:
+def _source_kind(source: Path) -> str:
     if source.is_dir():
-        files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        return "image", [_Item(p.name, p.read_bytes) for p in files]
+        return "image"
     if source.is_file() and source.suffix.lower() == ".csv":
-        items = [_Item(key, partial(csv_row, cells, f"row {key}"))
-                 for key, cells in read_csv(source, key_column)]
-        return "tabular", items
+        return "tabular"
     raise UsageError(f"{source}: expected a folder of images or a .csv file of rows")
+
+
+def _batch_items(source: Path, key_column: str | None, info: ModelInfo) -> list[_Item]:
+    """The items to explain; a CSV's header is checked against the model's features first."""
+    if _source_kind(source) == "image":
+        files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        return [_Item(p.name, p.read_bytes) for p in files]
+    return [_Item(key, partial(csv_row, cells, f"row {key}"))
+            for key, cells in read_csv(source, key_column, info.features or [], info.name)]
 
 
 def _load_results(path: Path) -> dict[str, dict[str, Any]]:
@@ -91,10 +97,13 @@ def _error_record(key: str | int, exc: Exception) -> dict[str, Any]:
 
 def cmd_explain_batch(client: Client, args: argparse.Namespace) -> int:
     source = Path(args.source)
-    kind, items = _batch_items(source, args.key_column)
+    kind = _source_kind(source)
+    if args.key_column is not None and kind != "tabular":
+        raise UsageError("--key-column is for CSV files")
     info = client.model(args.model)
     if info.kind != kind:
         raise UsageError(f"model '{args.model}' takes {info.kind} input, but {source} holds {kind} items")
+    items = _batch_items(source, args.key_column, info)
     params = parse_json_option(args.params, "--params")
     target = parse_target(args.target)
     render = render_options(args) or None

@@ -327,3 +327,44 @@ def test_cli_explain_batch_csv_rows(server_url: str, tmp_path: Path) -> None:
     assert done.returncode == 1
     assert f"0 explained, 1 failed, {len(rows)} already done" in done.stdout
     assert _results(out_dir / "results.jsonl")[-1]["status"] == "error"
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[object]], separator: str = ",") -> Path:
+    path.write_text("\n".join(separator.join(str(v) for v in line) for line in [header, *rows]) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(("header", "extra_args", "message"), [
+    (["age", "monthly_spend", "category_views", "cart_adds", "follows_brand"], [],
+     "the header lacks 1 of model 'purchase's features: 'return_rate'"),
+    (["id", "age", "monthly_spend", "category_views", "cart_adds", "follows_brand", "return_rate"], [],
+     "column 'id' is not a feature of model 'purchase': to name the rows by it, add --key-column id"),
+    (["age", "monthly_spend", "category_views", "cart_adds", "follows_brand", "retrun_rate"], [],
+     "'return_rate' (is it the column 'retrun_rate'?)"),
+    (["age", "monthly_spend", "category_views", "cart_adds", "follows_brand", "return_rate"], ["--key-column", "id"],
+     "no column 'id' for --key-column"),
+], ids=["missing-column", "text-id-column", "misspelt", "wrong-key-column"])
+def test_cli_explain_batch_checks_the_csv_header_before_sending(server_url: str, tmp_path: Path, header: list[str],
+                                                                extra_args: list[str], message: str) -> None:
+    rows = [[f"r{i}" if name == "id" else 1 for name in header] for i in range(5)]
+    source = _write_csv(tmp_path / "rows.csv", header, rows)
+    before = httpx.get(server_url + "/metrics").text.count('route="explain"')
+    done = cli(server_url, "explain-batch", "purchase", str(source), "--out", str(tmp_path / "out"), *extra_args)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in " ".join(done.stderr.split()), done.stderr
+    assert done.stderr.count("\n") <= 6  # one error, not one per row
+    assert not (tmp_path / "out" / "results.jsonl").exists()
+    assert httpx.get(server_url + "/metrics").text.count('route="explain"') == before  # nothing was sent
+
+
+def test_cli_reads_a_header_with_spaces_after_the_commas(server_url: str, tmp_path: Path) -> None:
+    row = PURCHASE_ROWS[0]
+    source = _write_csv(tmp_path / "spaced.csv", ["id", *row], [[f"customer-{i}", *row.values()] for i in range(2)],
+                        separator=", ")
+    done = cli(server_url, "explain-batch", "purchase", str(source), "--out", str(tmp_path / "out"),
+               "--key-column", "id", "--quiet")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [r["key"] for r in _results(tmp_path / "out" / "results.jsonl")] == ["customer-0", "customer-1"]
+    predicted = cli(server_url, "predict", "purchase", str(_write_csv(tmp_path / "p.csv", list(row),
+                                                                      [list(row.values())], ", ")), "--json")
+    assert predicted.returncode == 0, predicted.stderr
