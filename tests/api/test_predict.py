@@ -636,3 +636,17 @@ def test_batching_with_a_batch_delay(ref: Reference) -> None:
         check_classification(pred, exp, ["malignant", "benign"])
     assert count - single >= 1, "no batch held more than one request"
     assert count < len(rows)
+
+
+def test_the_demo_examples_show_the_model_at_its_best(client: httpx.Client) -> None:
+    """Each example image is classified as its label with probability >= 0.9 (models/train.py picks
+    the first seed that draws such an image), as recorded in the model's metrics.json."""
+    recorded = json.loads((ROOT / "models" / "shapes" / "metrics.json").read_text())["examples"]
+    assert set(recorded) == {p.name for p in (ROOT / "models" / "shapes" / "examples").iterdir()}
+    for name, expected in recorded.items():
+        path = ROOT / "models" / "shapes" / "examples" / name
+        r = client.post("/v1/models/shapes/predict", files={"file": (name, path.read_bytes())})
+        (pred,) = ok(r, "shapes", 1)
+        assert pred["label"] == expected["label"] == name.split(".")[0]
+        assert pred["score"] >= 0.9
+        assert pred["score"] == pytest.approx(expected["score"], abs=1e-3)
