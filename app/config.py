@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=1)
     request_timeout_s: float = Field(60.0, gt=0.0)
+    header_timeout_s: float = Field(10.0, gt=0.0)
+    """A connection that has not sent a request's headers this long after it opened (or after its
+    previous answer) is closed; idle keep-alive connections are closed sooner (5 s)."""
+    body_timeout_s: float = Field(30.0, gt=0.0)
+    """A request whose body has not arrived whole this long after its headers gets 408."""
     shutdown_grace_s: float = Field(30.0, ge=0.0)
 
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -97,6 +97,13 @@ class Forbidden(ServiceError):
     title = "Forbidden"
 
 
+class RequestTimeout(ServiceError):
+    """The body did not arrive within BODY_TIMEOUT_S."""
+
+    status = 408
+    title = "Request Timeout"
+
+
 class ModelNotFound(ServiceError):
     status = 404
     title = "Not Found"

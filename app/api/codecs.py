@@ -1,5 +1,5 @@
-"""Request decoding: bodies read with a size limit while they stream in, JSON (NaN allowed in,
-rejected later as non-finite), multipart forms for curl, and `Accept` negotiation."""
+"""Request decoding: JSON or multipart forms (for curl) into the request models, the `Accept`
+negotiation and the timeout header. Bodies are read and parsed by `app.api.bodies`."""
 
 from __future__ import annotations
 
@@ -11,41 +11,14 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
+from app.api.bodies import BodyLimits, check_instance_count, parse_json, read_body
 from app.api.problems import validation_error
-from app.errors import BadRequest, PayloadTooLarge, UnsupportedMedia
+from app.errors import BadRequest, UnsupportedMedia
 
 M = TypeVar("M", bound=BaseModel)
 _INTEGER = re.compile(r"-?[0-9]{1,18}")
 """A form field that is an integer: a few ASCII digits (`str.isdigit` also accepts '²', which int()
 refuses, and int() refuses more than 4300 digits)."""
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refused with 413 as soon as it exceeds `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body of {declared} bytes exceeds MAX_BODY_BYTES={limit}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body exceeds MAX_BODY_BYTES={limit}")
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    request._body = body  # lets Starlette's form parser reuse what was read
-    return body
-
-
-def parse_json(body: bytes) -> Any:
-    if not body.strip():
-        raise BadRequest("empty body: send a JSON object")
-    try:
-        return json.loads(body)
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, and integers of over 4300 digits
-        raise BadRequest(f"malformed JSON: {exc}") from None
-    except RecursionError:
-        raise BadRequest("malformed JSON: nested too deeply") from None
 
 
 def _json_field(name: str, text: str, what: str) -> Any:
@@ -76,9 +49,23 @@ def _form_value(name: str, raw: str) -> Any:
     return raw
 
 
-async def _parse_form(request: Request, limit: int) -> tuple[dict[str, Any], list[bytes]]:
+def _check_terminated(body: bytes, content_type: str) -> None:
+    """python-multipart parses a body cut short without complaint: its closing boundary must be there."""
+    boundary = ""
+    for param in content_type.split(";")[1:]:
+        key, _, value = param.strip().partition("=")
+        if key.lower() == "boundary":
+            boundary = value.strip().strip('"')
+    if not boundary:
+        raise BadRequest("malformed multipart body: no boundary in the content type")
+    if not body.rstrip(b"\r\n").endswith(b"--" + boundary.encode("latin-1") + b"--"):
+        raise BadRequest("malformed multipart body: it ends before its closing boundary")
+
+
+async def _parse_form(request: Request, body: bytes, limit: int) -> tuple[dict[str, Any], list[bytes]]:
     fields: dict[str, Any] = {}
     files: list[bytes] = []
+    _check_terminated(body, request.headers.get("content-type", ""))
     try:
         form = await request.form(max_files=1000, max_fields=100, max_part_size=limit)
     except Exception as exc:
@@ -96,21 +83,21 @@ async def _parse_form(request: Request, limit: int) -> tuple[dict[str, Any], lis
     return fields, files
 
 
-async def parse_request(request: Request, model: type[M], limit: int,
+async def parse_request(request: Request, model: type[M], limits: BodyLimits,
                         labels: dict[str, str] | None = None) -> tuple[M, list[bytes]]:
     """The request model from JSON or multipart, plus any uploaded file bytes. `labels` (the
     request's metric labels) gets the method named in the body, even when the body is invalid."""
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     files: list[bytes] = []
     if content_type == "multipart/form-data":
-        await read_body(request, limit)
-        data, files = await _parse_form(request, limit)
+        body = await read_body(request, limits)
+        data, files = await _parse_form(request, body, limits.max_bytes)
         if files:
             data.setdefault("instances", [])
         elif "instances" in data and isinstance(data["instances"], str):
-            data["instances"] = parse_json(data["instances"].encode())
+            data["instances"] = parse_json(data["instances"].encode(), limits.max_values)
     elif content_type == "application/json" or content_type.endswith("+json"):
-        data = parse_json(await read_body(request, limit))
+        data = parse_json(await read_body(request, limits), limits.max_values)
     else:
         raise UnsupportedMedia(
             f"unsupported content type '{content_type}': send application/json or multipart/form-data")
@@ -118,6 +105,7 @@ async def parse_request(request: Request, model: type[M], limit: int,
         raise BadRequest("the body must be a JSON object")
     if labels is not None and isinstance(data.get("method"), str):
         labels["method"] = data["method"]
+    check_instance_count(data, len(files), limits.max_instances)
     if files and not data.get("instances"):
         data["instances"] = []
         try:

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from pydantic import BaseModel
 
 from app.api.auth import check_key
+from app.api.bodies import BodyLimits
 from app.api.codecs import header_timeout, parse_request
 from app.api.middleware import LABELS_KEY
 from app.config import Settings
@@ -30,6 +31,15 @@ def get_app_settings(request: Request) -> Settings:
 
 ServiceDep = Annotated[Service, Depends(get_service)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+def body_limits(service: Service) -> BodyLimits:
+    """What a request body may hold: MAX_INSTANCES instances of the widest catalog model."""
+    settings = service.settings
+    widest = max((len(e.spec.features or []) for e in service.registry.models.values()), default=1)
+    return BodyLimits(settings.max_body_bytes, settings.max_instances,
+                      BodyLimits.values_for(settings.max_instances, widest), settings.body_timeout_s,
+                      draining=lambda: service.registry.state == "draining")
 
 
 def require_key(request: Request, settings: SettingsDep) -> None:
@@ -64,7 +74,7 @@ async def open_model_call(request: Request, route: str, schema: type[B], model: 
     labels.update(route=route, model=model)
     check_key(service.settings, request)
     deadline = service.deadline(header_timeout(request))
-    body, files = await parse_request(request, schema, service.settings.max_body_bytes, labels)
+    body, files = await parse_request(request, schema, body_limits(service), labels)
     if in_body:
         named = getattr(body, "model", None)
         if not named:

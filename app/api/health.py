@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import orjson
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import RedirectResponse, Response
@@ -10,7 +9,7 @@ from starlette.responses import RedirectResponse, Response
 from app.api.auth import BROWSER_CHALLENGE, check_key, key_is_valid, presented_key
 from app.api.deps import ServiceDep, SettingsDep
 from app.api.middleware import LABELS_KEY
-from app.api.problems import problem_responses
+from app.api.problems import problem_body, problem_responses
 from app.api.responses import JSONResponse
 from app.config import Settings
 from app.errors import NotReady
@@ -61,7 +60,7 @@ async def readyz(request: Request, service: ServiceDep, settings: SettingsDep) -
     if registry.state != "ready":
         what = "starting" if registry.state == "starting" else "draining"
         error = NotReady(f"the service is {what}", headers={"Retry-After": "5"})
-        return Response(orjson.dumps(error.problem() | models), status_code=503,
+        return Response(problem_body(error.problem() | models), status_code=503,
                         media_type="application/problem+json", headers=error.headers)
     return JSONResponse({"status": "ready"} | models)
 

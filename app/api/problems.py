@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from http import HTTPStatus
 from typing import Any
@@ -19,8 +20,17 @@ logger = logging.getLogger(__name__)
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
 
+def problem_body(body: dict[str, Any]) -> bytes:
+    """JSON of any problem: text echoed from a client may hold lone surrogates, which UTF-8 cannot
+    encode; they are written as \\u escapes then."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return json.dumps(body, ensure_ascii=True).encode("ascii")
+
+
 def problem_response(error: ServiceError) -> Response:
-    return Response(orjson.dumps(error.problem()), status_code=error.status,
+    return Response(problem_body(error.problem()), status_code=error.status,
                     media_type=PROBLEM_MEDIA_TYPE, headers=dict(error.headers))
 
 
@@ -30,7 +40,7 @@ def _http_problem(status: int, detail: str, headers: dict[str, str] | None = Non
     except ValueError:
         title = "Error"
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
-    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE,
+    return Response(problem_body(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE,
                     headers=headers)
 
 

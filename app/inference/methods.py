@@ -32,7 +32,7 @@ from captum.attr import (
 )
 from captum.attr._utils import approximation_methods as _captum_approximation
 
-from app.errors import InvalidInput
+from app.errors import InvalidInput, quoted
 from app.inference import params as p
 from app.inference.catalog import ModelSpec
 from app.inference.explained import TargetScalar, baseline_for
@@ -175,7 +175,7 @@ def layer_path(model: LoadedModel, prm: p.GradCamParams) -> str:
     try:
         model.module.get_submodule(path)
     except AttributeError:
-        raise InvalidInput(f"params.layer: no module '{prm.layer}' in model '{model.spec.name}'",
+        raise InvalidInput(f"params.layer: no module {quoted(prm.layer)} in model '{model.spec.name}'",
                            ) from None
     return path
 

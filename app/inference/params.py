@@ -6,17 +6,48 @@ batch key, so only requests with identical parameters share a Captum call.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, WithJsonSchema
 
 from app.errors import ErrorItem, InvalidInput, listing
 
-Baseline = Literal["zeros", "mean", "blur"] | float
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _baseline_check(*choices: str) -> Callable[[object], str | float]:
+    """A named baseline, or a number: finite and within float32's range (the model computes in it)."""
+
+    def check(value: object) -> str | float:
+        if isinstance(value, str) and value in choices:
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            number = float(value)
+            if math.isfinite(number) and abs(number) <= FLOAT32_MAX:
+                return number
+            raise ValueError("a number must be finite and within float32's range (|x| <= 3.4e38)")
+        raise ValueError(f"expected {', '.join(repr(c) for c in choices)} or a number")
+
+    return check
+
+
+def _baseline_schema(*choices: str) -> dict[str, Any]:
+    return {"anyOf": [{"type": "string", "enum": list(choices)},
+                      {"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}]}
+
+
+Baseline = Annotated[str | float, PlainValidator(_baseline_check("zeros", "mean", "blur")),
+                     WithJsonSchema(_baseline_schema("zeros", "mean", "blur"))]
+TabularBaseline = Annotated[str | float, PlainValidator(_baseline_check("zeros", "mean")),
+                            WithJsonSchema(_baseline_schema("zeros", "mean"))]
 
 
 class MethodParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Strict: `true` is not 1 and `"32"` is not 32."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class NoParams(MethodParams):
@@ -57,12 +88,12 @@ class OcclusionParams(MethodParams):
 
 
 class FeatureAblationParams(MethodParams):
-    baseline: Literal["zeros", "mean"] | float = "mean"
+    baseline: TabularBaseline = "mean"
 
 
 class KernelShapParams(MethodParams):
     n_samples: int = Field(200, ge=2, le=10000)
-    baseline: Literal["zeros", "mean"] | float = "mean"
+    baseline: TabularBaseline = "mean"
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from app.errors import ErrorItem, InvalidInput
+from app.errors import ErrorItem, InvalidInput, did_you_mean, quoted
 from app.inference.catalog import ModelSpec
 from app.schemas import TargetValue
 
@@ -68,10 +68,11 @@ def _one_target(spec: ModelSpec, labels: list[str] | None, classes: int, value: 
                            [ErrorItem(loc, "out of range")])
     if isinstance(value, str):
         if labels is None or value not in labels:
-            raise InvalidInput(f"unknown target label '{value}'", [ErrorItem(loc, "unknown label")])
+            hint = did_you_mean(value, labels or [])
+            raise InvalidInput(f"unknown target label {quoted(value)}{hint}", [ErrorItem(loc, f"unknown label{hint}")])
         return labels.index(value)
     if not 0 <= value < classes:
-        raise InvalidInput(f"target {value} is out of range 0..{classes - 1}",
+        raise InvalidInput(f"target {quoted(value)} is out of range 0..{classes - 1}",
                            [ErrorItem(loc, "out of range")])
     return value
 

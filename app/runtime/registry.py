@@ -12,7 +12,7 @@ from typing import Any, Literal
 import torch
 
 from app.config import Settings
-from app.errors import CatalogError, ModelNotFound, NotReady
+from app.errors import CatalogError, ModelNotFound, NotReady, did_you_mean, quoted
 from app.inference.catalog import ModelSpec, load_catalog
 from app.inference.chunking import activation_bytes_per_row, cpu_chunk_rows
 from app.inference.engine import Result, Work, run_batch
@@ -84,7 +84,7 @@ class Registry:
         if entry is None:
             if name in self._statuses:
                 raise NotReady(f"model '{name}' is still loading", headers={"Retry-After": "5"})
-            raise ModelNotFound(f"unknown model '{name}'")
+            raise ModelNotFound(f"unknown model {quoted(name)}{did_you_mean(name, list(self.models))}")
         if self.state == "draining":
             raise NotReady("the service is shutting down", headers={"Retry-After": "5"})
         return entry

@@ -18,7 +18,7 @@ import numpy as np
 
 from app.config import Settings
 from app.context import request_id_var
-from app.errors import ErrorItem, InvalidInput, NotAcceptable, PayloadTooLarge
+from app.errors import ErrorItem, InvalidInput, NotAcceptable, PayloadTooLarge, quoted
 from app.inference.engine import ExplainResult, ExplainWork, PredictResult, PredictWork
 from app.inference.inputs import DecodedImage, decode_image, decode_image_bytes, tabular_rows
 from app.inference.methods import IG_FAMILY, METHODS, layer_path, model_overrides
@@ -107,7 +107,7 @@ class Service:
     def resolve_method(self, entry: ModelEntry, request: ExplainRequest) -> tuple[str, Any]:
         name = request.method or entry.info["default_method"]
         if name not in METHODS:
-            raise InvalidInput(f"unknown method '{name}' (known: {', '.join(METHODS)})",
+            raise InvalidInput(f"unknown method {quoted(name)} (known: {', '.join(METHODS)})",
                                [ErrorItem(("method",), "unknown method")])
         if name not in entry.methods:
             raise InvalidInput(
