@@ -52,8 +52,12 @@ class ImageInput(BaseModel):
 
 
 class MethodInfo(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
     name: MethodName
     params: dict[str, Any] = Field(description="The method's default parameters for this model, resolved")
+    params_schema: dict[str, Any] = Field(
+        alias="schema", description="JSON schema of the parameters: types, bounds, enums, this model's defaults")
 
 
 class ModelInfo(BaseModel):

@@ -167,6 +167,7 @@ def _bc_prepare() -> Entry:
             "labels": BC_LABELS,
             "features": features,
             "default_method": "integrated_gradients",
+            "examples": ["breast_cancer/example.json"],
         },
         table_name="tabular",
         table={"mean": _floats(mean), "std": _floats(std)},
@@ -282,6 +283,7 @@ def _purchase_prepare() -> Entry:
             "labels": ["no_purchase", "purchase"],
             "features": PURCHASE_FEATURES,
             "default_method": "integrated_gradients",
+            "examples": ["purchase/example.json"],
         },
         table_name="tabular",
         table={"mean": _floats(mean), "std": _floats(std)},
@@ -362,6 +364,7 @@ def _diabetes_prepare() -> Entry:
             "weights": "diabetes/weights.safetensors",
             "features": features,
             "default_method": "integrated_gradients",
+            "examples": ["diabetes/example.json"],
         },
         table_name="tabular",
         table={"mean": _floats(mean), "std": _floats(std)},
@@ -405,7 +408,15 @@ def _diabetes_train() -> dict[str, Any]:
         ),
     }
     _save(model, "diabetes", metrics)
+    write_diabetes_example()
     return metrics
+
+
+def write_diabetes_example() -> None:
+    """The first two held-out rows, in the data's own units (the page and the README use them)."""
+    features, _, x_te, _, _ = _diabetes_data()
+    instances = [{f: float(v) for f, v in zip(features, x_te[i], strict=True)} for i in (0, 1)]
+    _write_json(ROOT / "diabetes" / "example.json", {"instances": instances})
 
 
 # --------------------------------------------------------------------------- shapes
@@ -448,6 +459,7 @@ def _shapes_prepare() -> Entry:
             "weights": "shapes/weights.safetensors",
             "labels_file": "shapes/labels.txt",
             "default_method": "gradcam",
+            "examples": [f"shapes/examples/{name}" for name, *_ in EXAMPLES],
         },
         table_name="image",
         table={

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -14,6 +15,8 @@ Format = Literal["state_dict", "torchvision", "export", "torchscript"]
 Precision = Literal["fp32", "bf16", "fp16"]
 
 _NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
+EXAMPLE_SUFFIXES = {"image": (".png", ".jpg", ".jpeg", ".webp"), "tabular": (".json",)}
+"""What a model's `examples` may be: image files, or JSON files of `{"instances": [...]}`."""
 
 
 class _Strict(BaseModel):
@@ -80,6 +83,8 @@ class ModelSpec(_Strict):
     """Work rows (instances x passes) per batch and per Captum chunk; default MAX_BATCH_ROWS."""
     tabular: TabularSpec | None = None
     image: ImageSpec | None = None
+    examples: list[Path] = Field(default_factory=list)
+    """Demo inputs the built-in page offers (`/ui`): image files, or JSON `{"instances": [...]}`."""
     catalog_dir: Path | None = Field(None, exclude=True)
     """Set by `load_catalog`: builders are also imported from here and from its parent."""
 
@@ -114,7 +119,17 @@ class ModelSpec(_Strict):
             raise ValueError("classification models need 'labels' or 'labels_file'")
         if self.labels is not None and self.labels_file is not None:
             raise ValueError("give 'labels' or 'labels_file', not both")
+        self._check_examples()
         return self
+
+    def _check_examples(self) -> None:
+        suffixes = EXAMPLE_SUFFIXES[self.kind]
+        names = [path.name for path in self.examples]
+        for name in names:
+            if not name.lower().endswith(suffixes):
+                raise ValueError(f"examples: '{name}' is not one of {', '.join(suffixes)} ({self.kind} model)")
+        if len(set(names)) != len(names):
+            raise ValueError("examples: file names must be unique (the page serves them by name)")
 
     @property
     def image_spec(self) -> ImageSpec:
@@ -153,6 +168,30 @@ def _resolve(base: Path, entry: dict[str, Any], name: str) -> None:
         if not path.is_file():
             raise CatalogError(f"catalog entry '{name}': {key}: file not found: {path}")
         entry[key] = path
+    examples = entry.get("examples")
+    if examples is None:
+        return
+    if not isinstance(examples, list) or not all(isinstance(v, str) for v in examples):
+        raise CatalogError(f"catalog entry '{name}': examples: expected a list of path strings")
+    resolved = [Path(v) if Path(v).is_absolute() else base / v for v in examples]
+    for path in resolved:
+        if not path.is_file():
+            raise CatalogError(f"catalog entry '{name}': examples: file not found: {path}")
+        if path.suffix.lower() == ".json":
+            _check_rows(path, name)
+    entry["examples"] = resolved
+
+
+def _check_rows(path: Path, name: str) -> None:
+    """A tabular example file holds `{"instances": [row, ...]}` (rows as objects or arrays)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise CatalogError(f"catalog entry '{name}': examples: {path.name} is not valid JSON: {exc}") from None
+    rows = data.get("instances") if isinstance(data, dict) else None
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict | list) for r in rows):
+        raise CatalogError(f"catalog entry '{name}': examples: {path.name} must hold "
+                           '{"instances": [row, ...]} with at least one row')
 
 
 def load_catalog(path: Path) -> list[ModelSpec]:

@@ -45,9 +45,15 @@ class ModelEntry:
 
 
 def _method_info(spec: ModelSpec, name: str) -> dict[str, Any]:
+    """A method as ModelInfo lists it: its resolved default params and their JSON schema (types,
+    bounds, enums), whose defaults are this model's (catalog `method_params` included)."""
     method = METHODS[name]
-    resolved = resolve_params(method.params, model_overrides(spec, name), {})
-    return {"name": name, "params": resolved.model_dump(mode="json")}
+    params = resolve_params(method.params, model_overrides(spec, name), {}).model_dump(mode="json")
+    schema = method.params.model_json_schema()
+    for key, prop in schema.get("properties", {}).items():
+        if key in params:
+            prop["default"] = params[key]
+    return {"name": name, "params": params, "schema": schema}
 
 
 def _model_info(spec: ModelSpec, model: LoadedModel, methods: list[str], default: str) -> dict[str, Any]:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import httpx
+import numpy as np
 import pytest
 
 from app.inference.catalog import ModelSpec, load_catalog
 from app.schemas import ModelInfo
-from tests.conftest import LiveServer
+from models.shapes import draw_sample
+from tests.conftest import LiveServer, png_b64
+
+PNG = png_b64(draw_sample(np.random.default_rng(7), 64, 64, 0).image)
 
 MODEL_INFO_KEYS = {"name", "kind", "task", "labels", "features", "input", "device", "ready",
                    "default_method", "methods"}
@@ -20,6 +24,16 @@ DEMO_MODELS = ["breast-cancer", "purchase", "diabetes", "shapes"]
 @pytest.fixture(scope="module")
 def specs(live: LiveServer) -> dict[str, ModelSpec]:
     return {spec.name: spec for spec in load_catalog(live.app.state.settings.models)}
+
+
+def check_schema(schema: dict, params: dict) -> None:  # type: ignore[type-arg]
+    """A method's parameter schema: an object of exactly its params, whose defaults are the resolved ones."""
+    assert schema["type"] == "object" and schema["additionalProperties"] is False
+    assert set(schema["properties"]) == set(params)
+    for name, prop in schema["properties"].items():
+        assert prop["default"] == params[name], name
+        if prop.get("type") in ("integer", "number"):
+            assert prop["minimum"] <= params[name] <= prop["maximum"], name
 
 
 def check_info(info: dict, spec: ModelSpec) -> None:  # type: ignore[type-arg]
@@ -37,7 +51,8 @@ def check_info(info: dict, spec: ModelSpec) -> None:  # type: ignore[type-arg]
     if spec.default_method:
         assert info["default_method"] == spec.default_method
     for method in info["methods"]:
-        assert set(method) == {"name", "params"} and isinstance(method["params"], dict)
+        assert set(method) == {"name", "params", "schema"} and isinstance(method["params"], dict)
+        check_schema(method["schema"], method["params"])
     params = {m["name"]: m["params"] for m in info["methods"]}
     assert params["integrated_gradients"]["n_steps"] == 32
     assert params["integrated_gradients"]["baseline"] == "zeros"
@@ -96,6 +111,39 @@ def test_demo_model_facts(client: httpx.Client) -> None:
     assert shapes["input"] == {"height": 128, "width": 128, "channels": 3}
     assert shapes["labels"] == ["circle", "square", "triangle", "star"]
     assert shapes["default_method"] == "gradcam"
+
+
+def test_method_schemas_give_types_bounds_and_choices(client: httpx.Client) -> None:
+    schemas = {m["name"]: m["schema"]["properties"] for m in client.get("/v1/models/shapes").json()["methods"]}
+    steps = schemas["integrated_gradients"]["n_steps"]
+    assert (steps["type"], steps["minimum"], steps["maximum"], steps["default"]) == ("integer", 1, 1024, 32)
+    assert "gausslegendre" in schemas["integrated_gradients"]["method"]["enum"]
+    assert schemas["integrated_gradients"]["baseline"]["anyOf"] == [
+        {"enum": ["zeros", "mean", "blur"], "type": "string"}, {"type": "number"}]
+    assert schemas["saliency"]["abs"] == {"default": False, "title": "Abs", "type": "boolean"}
+    assert schemas["gradcam"]["layer"]["anyOf"][1] == {"type": "null"}
+    assert schemas["input_x_gradient"] == {}
+    assert (schemas["occlusion"]["window"]["minimum"], schemas["occlusion"]["stride"]["maximum"]) == (1, 1024)
+
+
+@pytest.mark.parametrize("name", ["breast-cancer", "shapes"])
+def test_the_schema_bounds_are_the_ones_the_service_enforces(client: httpx.Client, name: str) -> None:
+    """Every numeric bound in the schemas: one step past it is refused with a 422 at ["params", key]."""
+    info = client.get(f"/v1/models/{name}").json()
+    instance = [1.0] * len(info["features"]) if info["features"] else {"b64": PNG}
+    checked = 0
+    for method in info["methods"]:
+        for key, prop in method["schema"]["properties"].items():
+            if prop.get("type") not in ("integer", "number"):
+                continue
+            step = 1 if prop["type"] == "integer" else 1e-3
+            for value in (prop["minimum"] - step, prop["maximum"] + step):
+                r = client.post(f"/v1/models/{name}/explain", json={
+                    "instances": [instance], "method": method["name"], "params": {key: value}})
+                assert r.status_code == 422, (method["name"], key, value, r.text)
+                assert ["params", key] in [e["loc"] for e in r.json()["errors"]]
+                checked += 1
+    assert checked >= 8
 
 
 @pytest.mark.parametrize("name", ["nope", "resnet50", "Breast-Cancer"])
