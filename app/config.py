@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     max_instances: int = Field(64, ge=1)
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=1)
+    """One image: width x height, read from its header before any pixel is decoded."""
+    max_request_pixels: int = Field(64_000_000, ge=1)
+    """All the images of one request together."""
+    max_output_pixels: int = Field(16_777_216, ge=1)
+    """All the overlays and heatmaps of one answer together (render.max_size scales them down)."""
+    max_request_rows: int = Field(16_384, ge=1)
+    """Work rows (instances x the method's passes) one request may cost; also at most MAX_QUEUE."""
     request_timeout_s: float = Field(60.0, gt=0.0)
     header_timeout_s: float = Field(10.0, gt=0.0)
     """A connection that has not sent a request's headers this long after it opened (or after its
@@ -50,10 +57,8 @@ class Settings(BaseSettings):
     """With API_KEYS set, /metrics needs a key unless this is true (a scraper that cannot send one)."""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    render_threads: int = Field(0, ge=0)
-    """Rendering thread pool size; 0 = the host's CPU count."""
-    decode_threads: int = Field(0, ge=0)
-    """Input decoding thread pool size; 0 = the host's CPU count."""
+    host_workers: int = Field(0, ge=0)
+    """Workers decoding images and rendering overlays, charts and PNGs; 0 = the host's CPU count."""
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
 

@@ -47,7 +47,7 @@ EXPLAIN_ANSWER: dict[str, Any] = {
                    "lowered by return_rate (-0.41) and age (-0.09)"}],
     "timings_ms": {"queue": 0.101, "compute": 4.594, "render": 0.191, "total": 5.015}}
 EXPLAIN_IMAGE_ANSWER: dict[str, Any] = {
-    "model": "shapes", "method": "gradcam", "params": {"layer": None},
+    "model": "shapes", "method": "gradcam", "params": {"layer": "features"},
     "explanations": [{
         "prediction": {"index": 3, "label": "star", "score": 0.798334,
                        "top_k": [{"index": 3, "label": "star", "score": 0.798334},

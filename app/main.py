@@ -13,10 +13,11 @@ from app.api import docs, explain, health, models, openapi, predict, problems, u
 from app.api.middleware import ProblemCORS, RequestContext
 from app.config import Settings, get_settings
 from app.context import InFlight
-from app.inference.methods import METHODS
 from app.metrics import Metrics
+from app.runtime.drain import Drain
 from app.runtime.registry import Registry, memory_probe
 from app.runtime.service import Service
+from app.types import METHOD_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -33,35 +34,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     service = Service(settings, registry, metrics)
     in_flight = InFlight()
 
-    async def begin_drain() -> bool:
-        """SIGTERM: refuse new work (503), let accepted requests finish within the grace period."""
-        registry.state = "draining"
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + settings.shutdown_grace_s
-        while loop.time() < deadline:
-            busy = in_flight.count > 0 or any(not e.batcher.idle for e in registry.models.values())
-            if not busy:
-                return True
-            await asyncio.sleep(0.05)
-        return False
+    drain = Drain(settings, registry, in_flight)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.loop = asyncio.get_running_loop()  # for code on other threads (tests, Ray's replica)
         await registry.load()
         logger.info("ready: %s", ", ".join(registry.models))
         try:
             yield
         finally:
-            logger.info("draining (grace %.0f s)", settings.shutdown_grace_s)
-            finished = await registry.drain()
+            await drain.run()  # at once if the server drained already (SIGTERM)
             service.close()
-            logger.info("drained%s", "" if finished else " (grace period ran out)")
 
     app = FastAPI(title="explainserve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
                   openapi_url=None, docs_url=None, redoc_url=None)  # served by app.api.docs
     app.state.settings = settings
     app.state.service = service
-    app.state.begin_drain = begin_drain
+    app.state.shutdown = drain.run
     problems.install(app)
     for router in (health.router, models.router, predict.router, explain.router, ui.router):
         app.include_router(router)
@@ -72,5 +62,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                            allow_methods=["GET", "POST"], allow_headers=["*"],
                            expose_headers=["X-Request-ID", "Retry-After"])
     app.add_middleware(RequestContext, metrics=metrics, in_flight=in_flight,
-                       models=lambda: registry.models, methods=frozenset(METHODS))
+                       models=lambda: registry.models, methods=frozenset(METHOD_NAMES))
     return app

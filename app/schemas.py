@@ -31,6 +31,15 @@ _TOP_K = Field(None, ge=1, le=1000, description="How many classes each predictio
 _MODEL = Field(None, max_length=200, description="Model name; required on POST /predict and /explain only")
 
 
+def _omitted(value: object) -> bool:
+    return value is None
+
+
+def _optional(description: str) -> Any:
+    """A field the answer leaves out when it does not apply (not asked for, not this kind of model)."""
+    return Field(None, description=description, exclude_if=_omitted)
+
+
 def _examples(*values: dict[str, Any]) -> ConfigDict:
     return ConfigDict(json_schema_extra={"examples": list(values)})
 
@@ -52,7 +61,7 @@ class ImageInput(BaseModel):
 
 
 class MethodInfo(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
     name: MethodName
     params: dict[str, Any] = Field(description="The method's default parameters for this model, resolved")
@@ -138,11 +147,11 @@ class ClassScore(BaseModel):
 class Prediction(BaseModel):
     """Classification: index, label, score and top_k. Regression: value."""
 
-    index: int | None = Field(None, description="Predicted class")
-    label: str | None = None
-    score: float | None = Field(None, description="Its probability")
-    top_k: list[ClassScore] | None = Field(None, description="The best classes, best first")
-    value: float | None = Field(None, description="Regression: the predicted value")
+    index: int | None = _optional("Classification: the predicted class")
+    label: str | None = _optional("Its label (classification models always have labels)")
+    score: float | None = _optional("Its probability")
+    top_k: list[ClassScore] | None = _optional("The best classes, best first")
+    value: float | None = _optional("Regression: the predicted value")
 
 
 class PredictResponse(BaseModel):
@@ -171,15 +180,15 @@ class Explanation(BaseModel):
     target: Target
     convergence_delta: float | None = Field(
         description="IG-family methods: sum(attributions) - (F(x) - F(baseline)); null for other methods")
-    overlay: str | None = Field(None, description="Image: PNG data URI, the heatmap blended over the submitted "
-                                                 "image, at its aspect ratio")
-    heatmap: str | None = Field(None, description="Image: PNG data URI, RGBA colour map alone, transparent "
-                                                 "where attribution is about zero")
-    attributions: list[list[float]] | list[FeatureAttribution] | None = Field(
-        None, description="Tabular: per feature, in declared order. Image (when asked for): H x W floats at "
-                          "the model's input size, channels summed")
-    chart: str | None = Field(None, description="Tabular: PNG data URI of the ranked contributions")
-    summary: str | None = Field(None, description="Tabular: one sentence naming the strongest drivers")
+    overlay: str | None = _optional("Image: PNG data URI, the heatmap blended over the submitted image, at its "
+                                    "aspect ratio")
+    heatmap: str | None = _optional("Image: PNG data URI, RGBA colour map alone, transparent where attribution "
+                                    "is about zero")
+    attributions: list[list[float]] | list[FeatureAttribution] | None = _optional(
+        "Tabular: per feature, in declared order. Image (when asked for): H x W floats at the model's input "
+        "size, channels summed")
+    chart: str | None = _optional("Tabular: PNG data URI of the ranked contributions")
+    summary: str | None = _optional("Tabular: one sentence naming the strongest drivers")
 
 
 class Timings(BaseModel):

@@ -99,7 +99,7 @@ def explain_sync(name: str, body: ExplainBody) -> dict[str, Any]:
             deltas: list[float | None] = [float(d) for d in delta.detach().cpu()]
         else:
             params = {"layer": None}
-            layer = model.module.get_submodule(model.gradcam_layer or "")
+            layer = model.module.get_submodule("net." + (model.facts.gradcam_layer or ""))
             cam = LayerGradCam(model.module, layer).attribute(x, target=targets, relu_attributions=True)
             attr = LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), "bilinear")
             deltas = [None] * x.shape[0]
@@ -110,7 +110,8 @@ def explain_sync(name: str, body: ExplainBody) -> dict[str, Any]:
     for i in range(x.shape[0]):
         t = int(targets[i])
         item: dict[str, Any] = {
-            "prediction": prediction(spec, labels, scores_np[i], None),
+            "prediction": prediction(labels, spec.task == "regression", scores_np[i], None).model_dump(
+                mode="json", exclude_none=True),
             "target": {"index": t, "label": labels[t] if labels else None,
                        "score": float(f"{scores_np[i][t]:.6g}")},
             "convergence_delta": deltas[i],

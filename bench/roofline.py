@@ -27,7 +27,7 @@ import torch
 
 from app.inference.catalog import load_catalog
 from app.inference.explained import TargetScalar
-from app.inference.loading import LoadedModel, example_input, load_model, resolve_device
+from app.inference.loading import LoadedModel, load_model, resolve_device, typical_input
 from app.runtime.pool import is_out_of_memory
 
 __all__ = ["default_sizes", "probe"]
@@ -55,7 +55,7 @@ def _sync(device: torch.device) -> None:
 def _step_fn(model: LoadedModel, mode: str, batch: int) -> Any:
     """A closure running one fwd+bwd over `batch` rows."""
     scalar = TargetScalar(model)
-    x = example_input(model.spec, batch).to(model.device)
+    x = typical_input(model.spec, batch).to(model.device)
     x = x + 0.01 * torch.rand_like(x)
     targets = torch.zeros(batch, dtype=torch.long, device=model.device)
     if mode == "input":
@@ -63,9 +63,9 @@ def _step_fn(model: LoadedModel, mode: str, batch: int) -> Any:
             xi = x.detach().requires_grad_(True)
             (grad,) = torch.autograd.grad(scalar(xi, targets).sum(), xi)
         return step
-    if model.gradcam_layer is None:
+    if model.facts.gradcam_layer is None:
         raise ValueError(f"model {model.spec.name} has no GradCAM layer")
-    layer = model.module.get_submodule(model.gradcam_layer)
+    layer = model.module.get_submodule("net." + model.facts.gradcam_layer)
     captured: list[torch.Tensor] = []
 
     def hook(_module: Any, _inputs: Any, output: torch.Tensor) -> None:

@@ -436,7 +436,7 @@ def service_settings(overrides: dict[str, str]) -> dict[str, Any]:
     from app.config import Settings
 
     keys = ("max_batch_size", "max_batch_rows", "max_batch_delay_ms", "workers_per_device", "max_queue",
-            "render_threads", "decode_threads", "cpu_chunk_mb")
+            "host_workers", "cpu_chunk_mb")
     env_backup = dict(os.environ)
     try:
         os.environ.update(overrides)

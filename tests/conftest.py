@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -17,6 +19,7 @@ from app.main import create_app
 from tests.fixtures.threaded import ThreadedServer
 from tests.fixtures.threaded import free_port as free_port  # re-exported: tests import it from here
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = ROOT / "models" / "catalog.toml"
 
@@ -35,6 +38,10 @@ class LiveServer(ThreadedServer):
     @property
     def service(self):  # type: ignore[no-untyped-def]
         return self.app.state.service
+
+    def on_server_loop(self, coro: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
+        """Run `coro` on the server's event loop (its queues and tasks live there); await the result."""
+        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.app.state.loop))
 
 
 def make_settings(**overrides: object) -> Settings:

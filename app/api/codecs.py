@@ -36,7 +36,8 @@ def _form_value(name: str, raw: str) -> Any:
     if name == "outputs":
         return [part.strip() for part in raw.split(",") if part.strip()]
     if name == "top_k":
-        return int(raw) if _INTEGER.fullmatch(raw.strip()) else raw  # anything else: 422 from the schema
+        text = raw.strip()
+        return int(text) if _INTEGER.fullmatch(text) else raw  # anything else: 422 from the schema
     if name == "target":
         text = raw.strip()
         if text in ("", "null"):

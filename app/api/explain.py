@@ -34,10 +34,10 @@ async def _explain(model: str, request: Request, in_body: bool) -> Response:
     png = wants_png(request)
     answer = await cancel_on_disconnect(
         request, call.service.explain(call.model, body, call.deadline, call.files, want_png=png))
-    labels["method"] = answer.body["method"]
+    labels["method"] = answer.response.method
     if png and answer.png is not None:
         return Response(answer.png, media_type="image/png")
-    return JSONResponse(answer.body)
+    return JSONResponse(answer.response)
 
 
 @router.post("/v1/models/{model}/explain", **_DOC)  # type: ignore[arg-type]

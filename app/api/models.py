@@ -20,11 +20,12 @@ async def list_models(request: Request, service: ServiceDep) -> Response:
     request.scope[LABELS_KEY]["route"] = "models"
     registry = service.registry
     ready = registry.state == "ready"
-    return JSONResponse({"models": [entry.info | {"ready": ready} for entry in registry.models.values()]})
+    infos = [entry.info.model_copy(update={"ready": ready}) for entry in registry.models.values()]
+    return JSONResponse(ModelList(models=infos))
 
 
 @router.get("/v1/models/{model}", response_model=ModelInfo, responses=problem_responses(404))
 async def get_model(model: str, request: Request, service: ServiceDep) -> Response:
     request.scope[LABELS_KEY].update(route="model", model=model)
     registry = service.registry
-    return JSONResponse(registry.get(model).info | {"ready": registry.state == "ready"})
+    return JSONResponse(registry.get(model).info.model_copy(update={"ready": registry.state == "ready"}))

@@ -1,10 +1,11 @@
-"""Fast JSON responses (orjson); NumPy floats are converted by the callers."""
+"""Fast JSON responses: orjson for plain data, pydantic's own serialiser for the typed answers."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import orjson
+from pydantic import BaseModel
 from starlette.responses import Response
 
 
@@ -12,4 +13,6 @@ class JSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
+        if isinstance(content, BaseModel):
+            return content.model_dump_json().encode()
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)

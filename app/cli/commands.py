@@ -29,22 +29,17 @@ from app.client import Client
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Run the service in this process (imports the server, hence torch, only here)."""
-    import uvicorn
-
+    """Run the service in this process, as `python -m app` does (imports the server, hence
+    torch, only here): the same draining server, flags over the environment."""
+    from app.__main__ import serve
     from app.config import Settings
-    from app.logs import configure
-    from app.main import create_app
 
     overrides: dict[str, Any] = {}
     for name in ("host", "port", "models", "device", "log_level"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
-    settings = Settings(**overrides)
-    configure(settings.log_format, settings.log_level)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
-                timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5)
+    serve(Settings(**overrides))
     return 0
 
 

@@ -5,18 +5,19 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from app.errors import CatalogError
+
+if TYPE_CHECKING:
+    from app.kinds.base import InputKind
 
 Format = Literal["state_dict", "torchvision", "export", "torchscript"]
 Precision = Literal["fp32", "bf16", "fp16"]
 
 _NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
-EXAMPLE_SUFFIXES = {"image": (".png", ".jpg", ".jpeg", ".webp"), "tabular": (".json",)}
-"""What a model's `examples` may be: image files, or JSON files of `{"instances": [...]}`."""
 
 
 class _Strict(BaseModel):
@@ -60,7 +61,8 @@ class ModelSpec(_Strict):
     """One `[[models]]` entry, paths resolved against the catalog's folder."""
 
     name: str = Field(pattern=_NAME_PATTERN)
-    kind: Literal["tabular", "image"]
+    kind: str
+    """An input kind (`app.kinds.KINDS`): "tabular" or "image"."""
     task: Literal["classification", "regression"]
     format: Format
     builder: str | None = None
@@ -98,23 +100,7 @@ class ModelSpec(_Strict):
             raise ValueError(f"format '{self.format}' needs 'weights'")
         if self.builder and ":" not in self.builder:
             raise ValueError("builder must be 'module.path:function'")
-        if self.kind == "tabular":
-            if not self.features:
-                raise ValueError("tabular models need 'features'")
-            if len(set(self.features)) != len(self.features):
-                raise ValueError("features must be unique")
-            if self.image is not None:
-                raise ValueError("tabular models take no [models.image] table")
-            n = len(self.features)
-            for key in ("mean", "std"):
-                values = getattr(self.tabular, key, None) if self.tabular else None
-                if values is not None and len(values) != n:
-                    raise ValueError(f"tabular.{key} has {len(values)} values for {n} features")
-        else:
-            if self.features:
-                raise ValueError("image models take no 'features'")
-            if self.tabular is not None:
-                raise ValueError("image models take no [models.tabular] table")
+        self.input_kind.check_spec(self)
         if self.task == "classification" and self.labels is None and self.labels_file is None:
             raise ValueError("classification models need 'labels' or 'labels_file'")
         if self.labels is not None and self.labels_file is not None:
@@ -123,13 +109,33 @@ class ModelSpec(_Strict):
         return self
 
     def _check_examples(self) -> None:
-        suffixes = EXAMPLE_SUFFIXES[self.kind]
+        suffixes = self.input_kind.example_suffixes
         names = [path.name for path in self.examples]
         for name in names:
             if not name.lower().endswith(suffixes):
                 raise ValueError(f"examples: '{name}' is not one of {', '.join(suffixes)} ({self.kind} model)")
         if len(set(names)) != len(names):
             raise ValueError("examples: file names must be unique (the page serves them by name)")
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        from app.kinds import KINDS  # the kinds import this module
+
+        if value not in KINDS:
+            raise ValueError(f"unknown kind {value!r} (known: {', '.join(KINDS)})")
+        return value
+
+    @property
+    def input_kind(self) -> InputKind:
+        from app.kinds import kind_of
+
+        return kind_of(self.kind)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One instance as the model takes it, without the batch dimension."""
+        return self.input_kind.input_shape(self)
 
     @property
     def image_spec(self) -> ImageSpec:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from app.errors import InternalError
-from app.inference.explained import TargetScalar, scores_from_outputs
+from app.errors import ErrorItem, InternalError, InvalidInput
+from app.inference.explained import TargetScalar, requested_targets, resolve_predicted, scores_from_outputs
+from app.inference.interrupt import checkpoint
 from app.inference.loading import LoadedModel
 from app.inference.methods import METHODS
 from app.inference.params import MethodParams
@@ -19,8 +21,13 @@ from app.inference.params import MethodParams
 @dataclass(frozen=True)
 class PredictWork:
     inputs: NDArray[np.float32]
-    """n x features, or n x 3 x H x W pixels in [0, 1]."""
+    """n x input_shape: what the model's kind decoded."""
     request_id: str = "-"
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        """Work with the same key may share a batch."""
+        return ("predict",)
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,10 @@ class ExplainWork:
     method: str
     params: MethodParams
     request_id: str = "-"
+
+    @property
+    def key(self) -> tuple[str, MethodParams]:
+        return (self.method, self.params)
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,7 @@ class ExplainResult:
 
 Work = PredictWork | ExplainWork
 Result = PredictResult | ExplainResult
+R = TypeVar("R", PredictResult, ExplainResult)
 
 
 def _to_device(model: LoadedModel, arrays: Sequence[NDArray[np.float32]]) -> torch.Tensor:
@@ -65,26 +77,48 @@ def _split(array: NDArray[np.float32], sizes: Sequence[int]) -> list[NDArray[np.
 
 def _predicted_scores(model: LoadedModel, x: torch.Tensor, max_rows: int) -> torch.Tensor:
     """Scores of every row, at most `max_rows` rows through the model at once."""
+    chunks = []
     with torch.inference_mode():
-        chunks = [model.module(x[i : i + max_rows]) for i in range(0, x.shape[0], max_rows)]
+        for i in range(0, x.shape[0], max_rows):
+            checkpoint()
+            chunks.append(model.module(x[i : i + max_rows]))
         return scores_from_outputs(model, torch.cat(chunks))
 
 
-def run_batch(model: LoadedModel, work: Sequence[Work], max_rows: int) -> list[Result]:
-    """Compute a batch whose items share a kind, method and parameters."""
+def _not_finite(what: str, index: int) -> InvalidInput:
+    return InvalidInput(f"instance {index}: the model's {what} is not a finite number for this input (values "
+                        "far outside what the model was trained on, or a baseline far from them?)",
+                        [ErrorItem(("instances", index), f"{what} not finite")])
+
+
+def _finite_or_error(result: R, *arrays: tuple[str, NDArray[np.float32] | None]) -> R | InvalidInput:
+    """An item whose numbers are not all finite gets a 422 instead: a null never reaches an answer."""
+    for what, array in arrays:
+        if array is None:
+            continue
+        rows = array.reshape(array.shape[0], -1) if array.ndim > 1 else array.reshape(-1, 1)
+        bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
+        if bad.size:
+            return _not_finite(what, int(bad[0]))
+    return result
+
+
+def run_batch(model: LoadedModel, work: Sequence[Work], max_rows: int) -> list[Result | InvalidInput]:
+    """Compute a batch whose items share a kind, method and parameters; an item whose numbers are
+    not finite is answered with its own 422."""
     if not work:
         return []
     sizes = [item.inputs.shape[0] for item in work]
     x = _to_device(model, [item.inputs for item in work])
     if isinstance(work[0], PredictWork):
         host = _predicted_scores(model, x, max_rows).float().cpu().numpy()
-        return [PredictResult(s) for s in _split(host, sizes)]
+        return [_finite_or_error(PredictResult(s), ("output", s)) for s in _split(host, sizes)]
     first = work[0]
     if not all(isinstance(w, ExplainWork) and w.method == first.method and w.params == first.params
                for w in work):
         raise InternalError("a batch mixes methods or parameters")
     method = METHODS[first.method]
-    requested = _requested_targets(work, x.device)
+    requested = requested_targets([t for item in work for t in item.targets], x.device)  # type: ignore[union-attr]
     if method.single_forward:
         # One forward serves both the predictions and the attribution.
         forward = TargetScalar(model, record=True)
@@ -94,39 +128,28 @@ def run_batch(model: LoadedModel, work: Sequence[Work], max_rows: int) -> list[R
         if outputs.shape[0] != x.shape[0]:
             raise InternalError(f"{first.method} ran {outputs.shape[0]} forward rows for {x.shape[0]}")
         scores = scores_from_outputs(model, outputs)
-        targets = _resolve_targets(model, requested, scores)
     else:
         scores = _predicted_scores(model, x, max_rows)
-        targets = _resolve_targets(model, requested, scores)
         with torch.enable_grad():
-            attr, delta = method.attribute(TargetScalar(model), x.clone(), targets, first.params, max_rows)
+            attr, delta = method.attribute(TargetScalar(model), x.clone(), resolve_predicted(model, requested, scores),
+                                           first.params, max_rows)
+    targets = resolve_predicted(model, requested, scores)
     if attr.shape[0] != x.shape[0]:
         raise InternalError(f"{first.method} returned {attr.shape[0]} rows for {x.shape[0]}")
     attr_host = attr.detach().float().cpu().numpy()
     delta_host = delta.detach().float().cpu().numpy().reshape(-1) if delta is not None else None
     score_host = scores.float().cpu().numpy()
     target_host = targets.cpu().numpy()
-    results: list[Result] = []
+    results: list[Result | InvalidInput] = []
     start = 0
     for size in sizes:
         rows = slice(start, start + size)
-        results.append(ExplainResult(
-            score_host[rows], target_host[rows], attr_host[rows],
-            delta_host[rows] if delta_host is not None else None))
+        item = ExplainResult(score_host[rows], target_host[rows], attr_host[rows],
+                             delta_host[rows] if delta_host is not None else None)
+        checked = _finite_or_error(item, ("output", item.scores), ("attribution", item.attributions),
+                                   ("convergence delta", item.deltas))
+        if isinstance(checked, InvalidInput) and size > 1:  # name the instance within its own request
+            checked.detail = checked.detail.replace("instance", "an instance", 1)
+        results.append(checked)
         start += size
     return results
-
-
-def _requested_targets(work: Sequence[Work], device: torch.device) -> torch.Tensor:
-    """Per row: the requested class index, or -1 for the predicted class."""
-    chosen: list[int] = []
-    for item in work:
-        assert isinstance(item, ExplainWork)
-        chosen.extend(-1 if t is None else t for t in item.targets)
-    return torch.tensor(chosen, dtype=torch.long, device=device)
-
-
-def _resolve_targets(model: LoadedModel, requested: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-    if model.spec.task != "classification":
-        return torch.zeros_like(requested)
-    return torch.where(requested < 0, scores.argmax(dim=1), requested)

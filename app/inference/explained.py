@@ -1,16 +1,21 @@
-"""The explained function: one scalar per row for that row's target (Captum's advice), and
-the baselines attribution starts from."""
+"""The explained function: one scalar per row for that row's target (Captum's advice), the one
+place where "the predicted class" is resolved, and the baselines attribution starts from."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
 from app.errors import InvalidInput
+from app.inference.interrupt import checkpoint
 from app.inference.loading import LoadedModel
+
+PREDICTED = -1
+"""A row's target meaning "its predicted class", until `resolve_predicted` picks it."""
 
 
 def scores_from_outputs(model: LoadedModel, out: torch.Tensor) -> torch.Tensor:
@@ -23,6 +28,18 @@ def scores_from_outputs(model: LoadedModel, out: torch.Tensor) -> torch.Tensor:
     return out if model.output_kind == "probabilities" else torch.softmax(out, dim=1)
 
 
+def requested_targets(targets: Sequence[int | None], device: torch.device) -> torch.Tensor:
+    """Per row: the requested class index, or PREDICTED."""
+    return torch.tensor([PREDICTED if t is None else t for t in targets], dtype=torch.long, device=device)
+
+
+def resolve_predicted(model: LoadedModel, requested: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """PREDICTED rows get their predicted class (regression: the one output, 0)."""
+    if model.spec.task != "classification":
+        return torch.zeros_like(requested)
+    return torch.where(requested == PREDICTED, scores.argmax(dim=1), requested)
+
+
 class TargetScalar(nn.Module):
     """`forward(x, targets)` returns, per row, the model's output for that row's target.
 
@@ -31,8 +48,9 @@ class TargetScalar(nn.Module):
     ends in a sigmoid). Regression: the one output.
 
     With `record=True` (single-pass methods, whose one forward is on the inputs themselves) the
-    outputs are kept for the predictions, and a target of -1 means the row's predicted class:
-    the prediction and the attribution share one forward pass.
+    outputs are kept for the predictions, and PREDICTED targets are resolved from them: the
+    prediction and the attribution share one forward pass. Every forward is a checkpoint where
+    abandoned work stops (`app.inference.interrupt`).
     """
 
     def __init__(self, model: LoadedModel, record: bool = False):
@@ -46,13 +64,12 @@ class TargetScalar(nn.Module):
         self.outputs: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        checkpoint()
         out = self.module(x)
         if self.record:
             kept = out.detach()
             self.outputs.append(kept)
-            if not self.single or self.binary:
-                predicted = scores_from_outputs(self.model, kept).argmax(dim=1)
-                targets = torch.where(targets < 0, predicted, targets)
+            targets = resolve_predicted(self.model, targets, scores_from_outputs(self.model, kept))
         if self.binary:
             value = out[:, 0]
             other = 1.0 - value if self.probabilities else -value
@@ -71,22 +88,32 @@ def blurred(x: torch.Tensor) -> torch.Tensor:
     return gaussian_blur(x, [kernel, kernel], [sigma, sigma])
 
 
-def baseline_for(model: LoadedModel, x: torch.Tensor, choice: str | float) -> torch.Tensor | float:
-    """Resolve a baseline choice for inputs `x`: a tensor like `x`, or a number."""
-    if not isinstance(choice, str):
+def check_baseline(model_name: str, has_mean: bool, spatial_input: bool, choice: object) -> None:
+    """422 for a named baseline this model cannot give (checked before the request is queued)."""
+    if choice == "mean" and not has_mean:
+        raise InvalidInput(f"params.baseline: model '{model_name}' has no mean input in its catalog entry "
+                           "(tabular.mean); use zeros or a number")
+    if choice == "blur" and not spatial_input:
+        raise InvalidInput(f"params.baseline: 'blur' is for image models (model '{model_name}' is not one); "
+                           "use zeros, mean or a number")
+
+
+def baseline_for(model: LoadedModel, x: torch.Tensor, choice: str | float | Sequence[float]) -> torch.Tensor | float:
+    """Resolve a baseline choice for inputs `x`: a tensor like `x`, or a number. A sequence is
+    one number per channel (images)."""
+    if isinstance(choice, int | float):
         return float(choice)
+    if not isinstance(choice, str):
+        per_channel = torch.tensor(list(choice), dtype=x.dtype, device=x.device).view(1, -1, *([1] * (x.dim() - 2)))
+        return per_channel.expand_as(x).contiguous()
     if choice == "zeros":
         return 0.0
     if choice == "mean":
-        tabular = model.spec.tabular
-        if model.spec.kind != "tabular":
-            raise InvalidInput("baseline 'mean' is for tabular models; use zeros, blur or a number")
-        if tabular is None or tabular.mean is None:
-            raise InvalidInput(f"model '{model.spec.name}' has no training mean in its catalog entry")
-        mean = torch.tensor(tabular.mean, dtype=x.dtype, device=x.device)
-        return mean.expand_as(x).contiguous()
+        mean = model.spec.input_kind.mean_input(model.spec)
+        check_baseline(model.spec.name, mean is not None, model.facts.spatial_input, choice)
+        assert mean is not None
+        return torch.from_numpy(mean).to(device=x.device, dtype=x.dtype).unsqueeze(0).expand_as(x).contiguous()
     if choice == "blur":
-        if model.spec.kind != "image":
-            raise InvalidInput("baseline 'blur' is for image models; use zeros, mean or a number")
+        check_baseline(model.spec.name, model.facts.has_mean, model.facts.spatial_input, choice)
         return blurred(x)
-    raise InvalidInput(f"unknown baseline '{choice}'")
+    raise InvalidInput(f"params.baseline: unknown baseline {choice!r}")

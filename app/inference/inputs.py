@@ -88,9 +88,15 @@ def has_alpha(img: Image.Image) -> bool:
     return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
 
 
-def open_image(data: bytes, max_pixels: int, where: str = "image") -> Image.Image:
-    """Decode PNG, JPEG or WebP bytes to RGB, or RGBA where the image has transparency;
-    oversize images are refused from their header, before any pixel is decoded."""
+def image_size(data: bytes, max_pixels: int, where: str = "image") -> tuple[int, int]:
+    """(width, height) from the header of PNG, JPEG or WebP bytes, no pixel decoded: 415 for other
+    formats, 413 past `max_pixels`."""
+    with _opened(data, max_pixels, where) as img:
+        width, height = img.size
+        return width, height
+
+
+def _opened(data: bytes, max_pixels: int, where: str) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
@@ -106,6 +112,13 @@ def open_image(data: bytes, max_pixels: int, where: str = "image") -> Image.Imag
         raise PayloadTooLarge(
             f"{where}: {width}x{height} = {width * height} pixels exceeds MAX_IMAGE_PIXELS={max_pixels}"
         )
+    return img
+
+
+def open_image(data: bytes, max_pixels: int, where: str = "image") -> Image.Image:
+    """Decode PNG, JPEG or WebP bytes to RGB, or RGBA where the image has transparency;
+    oversize images are refused from their header, before any pixel is decoded."""
+    img = _opened(data, max_pixels, where)
     try:
         img.load()
         upright = ImageOps.exif_transpose(img) or img

@@ -18,8 +18,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from app.errors import CatalogError
+from app.errors import CatalogError, InvalidInput
 from app.inference.catalog import ModelSpec
+from app.inference.facts import PROBE_ROWS, ModelFacts, probe
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +61,8 @@ class LoadedModel:
     labels: list[str] | None
     out_width: int
     output_kind: Literal["logits", "probabilities"]
-    gradcam_layer: str | None
-    """Module path inside `module` for layer methods, or None where hooks cannot attach."""
+    facts: ModelFacts
+    """Its input, layers and activation sizes, measured at load."""
 
     def layer(self, path: str) -> nn.Module:
         return self.module.get_submodule(path)
@@ -160,24 +161,16 @@ def _load_weights(spec: ModelSpec, net: nn.Module, path: Path) -> None:
 
 
 def _normalisation(spec: ModelSpec) -> tuple[torch.Tensor, torch.Tensor]:
-    if spec.kind == "image":
-        image = spec.image_spec
-        mean = torch.tensor(image.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(image.std, dtype=torch.float32).view(1, 3, 1, 1)
-        return mean, std
-    n = len(spec.features or [])
-    tab = spec.tabular
-    mean = torch.tensor(tab.mean if tab and tab.mean else [0.0] * n, dtype=torch.float32)
-    std = torch.tensor(tab.std if tab and tab.std else [1.0] * n, dtype=torch.float32)
-    return mean.view(1, n), std.view(1, n)
+    mean, std = spec.input_kind.normalisation(spec)
+    return torch.from_numpy(mean.copy()), torch.from_numpy(std.copy())
 
 
-def example_input(spec: ModelSpec, batch: int = 1) -> torch.Tensor:
-    """A batch of the right shape: mid-grey images or zero rows."""
-    if spec.kind == "image":
-        height, width = spec.image_spec.size
-        return torch.full((batch, 3, height, width), 0.5)
-    return torch.zeros(batch, len(spec.features or []))
+def typical_input(spec: ModelSpec, batch: int = 1) -> torch.Tensor:
+    """A batch of the model's mean input (where the catalog gives one), else of zeros."""
+    mean = spec.input_kind.mean_input(spec)
+    if mean is None:
+        return torch.zeros(batch, *spec.input_shape)
+    return torch.from_numpy(mean.copy()).unsqueeze(0).expand(batch, *spec.input_shape).contiguous()
 
 
 def _infer_output_kind(spec: ModelSpec, net: nn.Module) -> Literal["logits", "probabilities"]:
@@ -191,32 +184,14 @@ def _infer_output_kind(spec: ModelSpec, net: nn.Module) -> Literal["logits", "pr
     return "logits"
 
 
-def _gradcam_layer(spec: ModelSpec, net: nn.Module) -> str | None:
-    if spec.kind != "image" or isinstance(net, torch.jit.ScriptModule):
-        return None
-    named = spec.image_spec.gradcam_layer
-    if named is not None:
-        try:
-            net.get_submodule(named)
-        except AttributeError as exc:
-            raise _fail(spec, "image.gradcam_layer", f"no module '{named}' in the model") from exc
-        return f"net.{named}"
-    convs = [name for name, m in net.named_modules() if isinstance(m, nn.Conv2d)]
-    if not convs and spec.format == "export":
-        # Unflattened exports keep the module tree but not the layer types: find 4-D conv weights.
-        convs = [k[: -len(".weight")] for k, v in net.state_dict().items()
-                 if k.endswith(".weight") and v.dim() == 4]
-    return f"net.{convs[-1]}" if convs else None
-
-
 def _check_widths(spec: ModelSpec, module: Standardized, device: torch.device) -> int:
     try:
         with torch.inference_mode():
-            out = module(example_input(spec, batch=2).to(device))
+            out = module(typical_input(spec, batch=2).to(device))
     except Exception as exc:
-        key = "features" if spec.kind == "tabular" else "image.size"
-        got = len(spec.features or []) if spec.kind == "tabular" else spec.image_spec.size
-        raise _fail(spec, key, f"the model does not accept inputs of width {got}: {exc}") from exc
+        shape = " x ".join(str(n) for n in spec.input_shape)
+        raise _fail(spec, spec.input_kind.shape_key,
+                    f"the model does not accept inputs of {shape} per row: {exc}") from exc
     if out.dim() != 2 or out.shape[0] != 2:
         raise _fail(spec, "format", f"the model must return (batch, outputs); got {tuple(out.shape)}")
     width = int(out.shape[1])
@@ -239,29 +214,32 @@ def load_model(spec: ModelSpec, device: torch.device) -> LoadedModel:
     for param in net.parameters():
         param.requires_grad_(False)
     output_kind = _infer_output_kind(spec, net)
-    gradcam_layer = _gradcam_layer(spec, net)
     net = net.to(device=device, dtype=dtype)
     if spec.compile:
         net = torch.compile(net)  # type: ignore[assignment]
     mean, std = _normalisation(spec)
     module = Standardized(net, mean, std, dtype).to(device)
     width = _check_widths(spec, module, device)
+    facts = _facts(spec, module, device)
     _warm_up(spec, module, device)
     logger.info("model %s resident on %s (%s, %d outputs)", spec.name, device, spec.precision, width)
-    return LoadedModel(spec, module, device, spec.label_list, width, output_kind, gradcam_layer)
+    return LoadedModel(spec, module, device, spec.label_list, width, output_kind, facts)
+
+
+def _facts(spec: ModelSpec, module: Standardized, device: torch.device) -> ModelFacts:
+    named = spec.image.gradcam_layer if spec.image is not None else None
+    try:
+        return probe(spec.name, module, typical_input(spec, PROBE_ROWS).to(device),
+                     spec.input_kind.mean_input(spec) is not None, named)
+    except InvalidInput as exc:
+        raise _fail(spec, "image.gradcam_layer", exc.detail) from exc
 
 
 def _warm_up(spec: ModelSpec, module: Standardized, device: torch.device) -> None:
-    x = example_input(spec, batch=2).to(device).requires_grad_(True)
+    x = typical_input(spec, batch=2).to(device).requires_grad_(True)
     with torch.enable_grad():
         module(x).sum().backward()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def describe(spec: ModelSpec) -> dict[str, Any]:
-    """Static facts for ModelInfo that need no module."""
-    if spec.kind == "image":
-        height, width = spec.image_spec.size
-        return {"input": {"height": height, "width": width, "channels": 3}}
-    return {"features": [{"name": f} for f in spec.features or []]}

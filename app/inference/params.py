@@ -1,14 +1,15 @@
-"""Parameter schemas of the attribution methods: bounds, defaults, resolution.
+"""What the methods' parameter schemas share, and how parameters are resolved.
 
-A resolved parameter object is frozen and hashable: together with the method name it is the
-batch key, so only requests with identical parameters share a Captum call.
+Each method's schema is in its row's module (app.inference.methods). A resolved parameter object is
+frozen and hashable: together with the method name it is the batch key, so only requests with
+identical parameters share a Captum call.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, WithJsonSchema
 
@@ -17,30 +18,50 @@ from app.errors import ErrorItem, InvalidInput, listing
 FLOAT32_MAX = 3.4028234663852886e38
 
 
-def _baseline_check(*choices: str) -> Callable[[object], str | float]:
-    """A named baseline, or a number: finite and within float32's range (the model computes in it)."""
+def _number(value: object) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+        if math.isfinite(number) and abs(number) <= FLOAT32_MAX:
+            return number
+        raise ValueError("a number must be finite and within float32's range (|x| <= 3.4e38)")
+    raise ValueError(f"{value!r} is not a number")
 
-    def check(value: object) -> str | float:
-        if isinstance(value, str) and value in choices:
-            return value
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            number = float(value)
-            if math.isfinite(number) and abs(number) <= FLOAT32_MAX:
-                return number
-            raise ValueError("a number must be finite and within float32's range (|x| <= 3.4e38)")
-        raise ValueError(f"expected {', '.join(repr(c) for c in choices)} or a number")
+
+def _baseline_check(*choices: str, channels: int = 0) -> Callable[[object], BaselineValue]:
+    """A named baseline, a number (finite, within float32's range: the model computes in it), or,
+    with `channels`, one number per channel."""
+
+    def check(value: object) -> BaselineValue:
+        if isinstance(value, str):
+            if value in choices:
+                return value
+        elif channels and isinstance(value, list | tuple):
+            if len(value) != channels:
+                raise ValueError(f"a per-channel baseline has {channels} numbers, not {len(value)}")
+            return tuple(_number(v) for v in value)
+        else:
+            return _number(value)
+        extra = f", [{', '.join(['r', 'g', 'b'][:channels])}]" if channels else ""
+        raise ValueError(f"expected {', '.join(repr(c) for c in choices)}, a number{extra}")
 
     return check
 
 
-def _baseline_schema(*choices: str) -> dict[str, Any]:
-    return {"anyOf": [{"type": "string", "enum": list(choices)},
-                      {"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}]}
+def _baseline_schema(*choices: str, channels: int = 0) -> dict[str, Any]:
+    number = {"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}
+    options: list[dict[str, Any]] = [{"type": "string", "enum": list(choices)}, number]
+    if channels:
+        options.append({"type": "array", "items": number, "minItems": channels, "maxItems": channels})
+    return {"anyOf": options}
 
 
-Baseline = Annotated[str | float, PlainValidator(_baseline_check("zeros", "mean", "blur")),
-                     WithJsonSchema(_baseline_schema("zeros", "mean", "blur"))]
-TabularBaseline = Annotated[str | float, PlainValidator(_baseline_check("zeros", "mean")),
+BaselineValue = str | float | tuple[float, ...]
+Baseline = Annotated[BaselineValue, PlainValidator(_baseline_check("zeros", "mean", "blur", channels=3)),
+                     WithJsonSchema(_baseline_schema("zeros", "mean", "blur", channels=3))]
+"""Where attribution starts: `zeros`, `mean` (the model's mean input: the training mean of a
+tabular model, the normalisation's mean colour of an image model), `blur` (images), a number, or
+one number per colour channel (images)."""
+TabularBaseline = Annotated[BaselineValue, PlainValidator(_baseline_check("zeros", "mean")),
                             WithJsonSchema(_baseline_schema("zeros", "mean"))]
 
 
@@ -54,52 +75,15 @@ class NoParams(MethodParams):
     pass
 
 
-class IntegratedGradientsParams(MethodParams):
-    n_steps: int = Field(32, ge=1, le=1024)
-    baseline: Baseline = "zeros"
-    method: Literal["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right",
-                    "riemann_middle"] = "gausslegendre"
+P = TypeVar("P", bound=MethodParams)
 
 
-class GradientShapParams(MethodParams):
-    n_samples: int = Field(16, ge=1, le=1024)
-    stdevs: float = Field(0.0, ge=0.0, le=1e6)
-    baseline: Baseline = "zeros"
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+Seed = Annotated[int, Field(ge=0, le=2**31 - 1, description="Draws the method's noise: same seed, same numbers")]
 
 
-class SaliencyParams(MethodParams):
-    abs: bool = False
-
-
-class SmoothGradParams(MethodParams):
-    n_samples: int = Field(16, ge=1, le=1024)
-    stdevs: float = Field(0.1, ge=0.0, le=1e6)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-
-
-class GradCamParams(MethodParams):
-    layer: str | None = Field(None, max_length=200)
-
-
-class OcclusionParams(MethodParams):
-    window: int = Field(16, ge=1, le=1024)
-    stride: int = Field(8, ge=1, le=1024)
-
-
-class FeatureAblationParams(MethodParams):
-    baseline: TabularBaseline = "mean"
-
-
-class KernelShapParams(MethodParams):
-    n_samples: int = Field(200, ge=2, le=10000)
-    baseline: TabularBaseline = "mean"
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-
-
-def resolve_params(model_cls: type[MethodParams], overrides: dict[str, Any],
-                   request: dict[str, Any]) -> MethodParams:
-    """Schema defaults, then the model's catalog overrides, then the request's values."""
+def resolve_params(model_cls: type[P], overrides: dict[str, Any], request: dict[str, Any]) -> P:
+    """Schema defaults, then the model's defaults (catalog `method_params` over the method's own
+    per-model defaults), then the request's values; 422 naming each bad parameter."""
     merged = {**overrides, **request}
     try:
         return model_cls.model_validate(merged)

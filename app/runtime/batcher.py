@@ -3,8 +3,9 @@
 Each model has one `Batcher` with one consumer per replica. A consumer takes the oldest live
 item and every queued item with the same key (method and resolved parameters) up to the batch
 limits, counted in work rows, and hands the batch to its replica's handler. Items whose
-deadline passed or whose caller went away are dropped before compute. Every future gets
-exactly one answer.
+deadline passed or whose caller went away are dropped before compute; a running batch is told
+to stop (its handler's `StopReason`) once every one of its items is past its deadline or
+abandoned, or the service stops. Every future gets exactly one answer.
 """
 
 from __future__ import annotations
@@ -17,13 +18,17 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
-from app.errors import DeadlineExceeded, InternalError, NotReady, QueueFull
+from app.errors import ClientClosed, DeadlineExceeded, InternalError, NotReady, QueueFull, ServiceError
 
 logger = logging.getLogger(__name__)
 
 P = TypeVar("P")
-BatchHandler = Callable[[list[P]], Awaitable[Sequence[Any]]]
+StopReason = Callable[[], ServiceError | None]
+"""Polled while a batch runs (from any thread): None to go on, else what its items are answered."""
+BatchHandler = Callable[[list[P], StopReason], Awaitable[Sequence[Any]]]
 """Takes N payloads, returns N results (a result may be an exception for that item alone)."""
+
+SHUT_DOWN = "the service shut down before this was served"
 
 
 class BatchObserver(Protocol):
@@ -74,6 +79,7 @@ class Batcher(Generic[P]):
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._draining = False
+        self._stopping = False
         self._running = 0
         self.computed_items = 0
         """Items handed to a handler: proof that dropped work was never computed."""
@@ -96,7 +102,7 @@ class Batcher(Generic[P]):
         """Queue one request's work and wait for its result until `deadline` (perf_counter time)."""
         if self._draining:
             raise NotReady("the service is shutting down", headers={"Retry-After": "5"})
-        if self._queue and self._queued_rows + rows > self.limits.max_queue_rows:
+        if self._queued_rows + rows > self.limits.max_queue_rows:
             raise QueueFull(
                 f"model '{self.name}' queue is full ({self._queued_rows} work rows queued, "
                 f"MAX_QUEUE={self.limits.max_queue_rows})",
@@ -121,19 +127,29 @@ class Batcher(Generic[P]):
             future.cancel()
             raise
 
-    async def drain(self, timeout: float) -> bool:
-        """Refuse new work, finish what is queued or running; True if it all finished in time."""
+    def refuse_new(self) -> None:
+        """From now on, submit() answers 503; queued and running work goes on."""
         self._draining = True
         self._wakeup.set()
+
+    async def drain(self, timeout: float, stop_grace: float = 2.0) -> bool:
+        """Refuse new work and finish what is queued or running; past `timeout`, stop it: running
+        work stops at its next checkpoint and everything unfinished is answered 503 (with
+        Retry-After) within `stop_grace` more seconds. True if it all finished in time."""
+        self.refuse_new()
         done = True
         if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=timeout)
+            _, pending = await asyncio.wait(self._tasks, timeout=max(0.0, timeout))
             done = not pending
+            if pending:
+                self._stopping = True
+                _, pending = await asyncio.wait(pending, timeout=stop_grace)
             for task in pending:
                 task.cancel()
+        self._stopping = True
         for item in self._queue:
             if not item.future.done():
-                item.future.set_exception(NotReady("the service shut down before this was served"))
+                item.future.set_exception(NotReady(SHUT_DOWN, headers={"Retry-After": "5"}))
         self._queue.clear()
         return done
 
@@ -179,7 +195,7 @@ class Batcher(Generic[P]):
 
     async def _consume(self, handler: BatchHandler[P]) -> None:
         while True:
-            if not self._queue:
+            if not self._queue or self._stopping:
                 if self._draining:
                     return
                 self._wakeup.clear()
@@ -194,6 +210,17 @@ class Batcher(Generic[P]):
                 self._wakeup.set()  # another consumer may take the rest
             await self._run(handler, batch)
 
+    def _stop_reason(self, batch: list[_Item[P]]) -> StopReason:
+        def reason() -> ServiceError | None:
+            if self._stopping:
+                return NotReady(SHUT_DOWN, headers={"Retry-After": "5"})
+            if all(item.future.done() for item in batch):  # nobody waits: each timed out or went away
+                if all(item.deadline <= time.perf_counter() for item in batch):
+                    return DeadlineExceeded("the request's deadline passed while it was computed")
+                return ClientClosed("every client of this work went away")
+            return None
+        return reason
+
     async def _run(self, handler: BatchHandler[P], batch: list[_Item[P]]) -> None:
         rows = sum(item.rows for item in batch)
         if self._observer is not None:
@@ -202,15 +229,14 @@ class Batcher(Generic[P]):
         self._running += 1
         started = time.perf_counter()
         try:
-            results = await handler([item.payload for item in batch])
+            results = await handler([item.payload for item in batch], self._stop_reason(batch))
             if len(results) != len(batch):
                 raise InternalError(
                     f"batch handler returned {len(results)} results for {len(batch)} items")
         except asyncio.CancelledError:  # drain ran out of time: still answer every future once
             for item in batch:
                 if not item.future.done():
-                    item.future.set_exception(
-                        NotReady("the service shut down before this was served"))
+                    item.future.set_exception(NotReady(SHUT_DOWN, headers={"Retry-After": "5"}))
             raise
         except Exception as exc:  # the handler failed as a whole: every future gets this error
             logger.exception("batch of %d items for model %s failed", len(batch), self.name)

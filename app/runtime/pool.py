@@ -15,6 +15,7 @@ from typing import Generic, TypeVar
 import torch
 
 from app.errors import InternalError, PayloadTooLarge, ServiceError
+from app.inference.interrupt import Interrupted, StopReason, watching
 from app.inference.memory import is_out_of_memory
 
 logger = logging.getLogger(__name__)
@@ -27,10 +28,15 @@ def _release_cached_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def isolate(run: Callable[[list[W]], Sequence[R]], work: list[W], what: str = "item") -> list[R | ServiceError]:
-    """`run(work)`, answering every item even when the batch as a whole fails."""
+def isolate(run: Callable[[list[W]], Sequence[R | ServiceError]], work: list[W],
+            what: str = "item") -> list[R | ServiceError]:
+    """`run(work)`, answering every item even when the batch as a whole fails. Stopped work
+    (`Interrupted`) is not retried: every item gets the reason it was stopped."""
     try:
         results: list[R | ServiceError] = list(run(work))
+    except Interrupted as stopped:
+        logger.info("stopped a batch of %d %ss: %s", len(work), what, stopped.error.detail)
+        return [stopped.error] * len(work)
     except ServiceError as exc:
         if len(work) == 1:
             return [exc]
@@ -125,14 +131,18 @@ class CpuThreads:
 class Worker(Generic[W, R]):
     """One thread and the replica it owns; `handle` is a batcher handler."""
 
-    def __init__(self, name: str, run: Callable[[list[W]], Sequence[R]]):
+    def __init__(self, name: str, run: Callable[[list[W]], Sequence[R | ServiceError]]):
         self.name = name
         self._run = run
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"worker-{name}")
 
-    async def handle(self, work: list[W]) -> list[R | ServiceError]:
+    def _compute(self, work: list[W], stop: StopReason) -> list[R | ServiceError]:
+        with watching(stop):
+            return isolate(self._run, work, "request")
+
+    async def handle(self, work: list[W], stop: StopReason) -> list[R | ServiceError]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, isolate, self._run, work, "request")
+        return await loop.run_in_executor(self._executor, self._compute, work, stop)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -263,7 +263,7 @@ def _json(value: Any) -> str:
 
 
 def test_non_finite_named_feature_is_422(http: httpx.Client, small: LiveServer) -> None:
-    names = [f["name"] for f in small.service.registry.models["breast-cancer"].info["features"]]
+    names = list(small.service.registry.models["breast-cancer"].spec.features or [])
     pairs = ", ".join(f'"{n}": {"NaN" if i == 3 else "1.5"}' for i, n in enumerate(names))
     response = http.post("/v1/models/breast-cancer/explain", content=('{"instances": [{' + pairs + "}]}").encode(),
                          headers={"content-type": "application/json"})

@@ -70,7 +70,7 @@ def check_info(info: dict, spec: ModelSpec) -> None:  # type: ignore[type-arg]
         assert set(names) == IMAGE_METHODS
         assert "feature_ablation" not in names and "kernel_shap" not in names
         assert {"window", "stride"} <= set(params["occlusion"])
-        assert "layer" in params["gradcam"]
+        assert params["gradcam"]["layer"] == "features"  # shapes' last module with a spatial map
     if spec.task == "regression":
         assert info["labels"] is None
 
@@ -118,10 +118,13 @@ def test_method_schemas_give_types_bounds_and_choices(client: httpx.Client) -> N
     steps = schemas["integrated_gradients"]["n_steps"]
     assert (steps["type"], steps["minimum"], steps["maximum"], steps["default"]) == ("integer", 1, 1024, 32)
     assert "gausslegendre" in schemas["integrated_gradients"]["method"]["enum"]
+    f32 = {"type": "number", "minimum": -3.4028234663852886e38, "maximum": 3.4028234663852886e38}
     assert schemas["integrated_gradients"]["baseline"]["anyOf"] == [
-        {"enum": ["zeros", "mean", "blur"], "type": "string"}, {"type": "number"}]
-    assert schemas["saliency"]["abs"] == {"default": False, "title": "Abs", "type": "boolean"}
+        {"enum": ["zeros", "mean", "blur"], "type": "string"}, f32,
+        {"type": "array", "items": f32, "minItems": 3, "maxItems": 3}]
+    assert schemas["saliency"]["abs"]["type"] == "boolean" and schemas["saliency"]["abs"]["default"] is False
     assert schemas["gradcam"]["layer"]["anyOf"][1] == {"type": "null"}
+    assert schemas["gradcam"]["layer"]["default"] == "features"  # the model's last spatial layer
     assert schemas["input_x_gradient"] == {}
     assert (schemas["occlusion"]["window"]["minimum"], schemas["occlusion"]["stride"]["maximum"]) == (1, 1024)
 

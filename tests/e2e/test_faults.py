@@ -295,7 +295,7 @@ async def test_draining_answers_503_and_finishes_accepted_work(tmp_path: Path) -
             await wait_until(net.entered.is_set, "the gate request to reach the worker")
             queued = await queue_up(live, "slow", [predict(client, "slow", [row]) for row in GOOD_ROWS[:3]],
                                     rows=3)
-            drain = asyncio.create_task(live.app.state.begin_drain())
+            drain = live.on_server_loop(live.app.state.shutdown())
             await asyncio.sleep(0.1)
             assert not drain.done()  # work is still in flight
             refused = await predict(client, "slow", [GOOD_ROWS[0]])

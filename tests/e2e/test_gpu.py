@@ -75,7 +75,7 @@ def test_concurrent_image_explanations_are_batched_and_match_captum_alone(gpu_se
         x = torch.from_numpy(decoded.pixels)[None]
         target = answer["explanations"][0]["target"]["index"]
         if body["method"] == "gradcam":
-            layer = reference.module.get_submodule(reference.gradcam_layer or "")
+            layer = reference.module.get_submodule("net." + (reference.facts.gradcam_layer or ""))
             cam = LayerGradCam(reference.module, layer).attribute(x, target=target, relu_attributions=True)
             expected = LayerAttribution.interpolate(cam, (128, 128), "bilinear")[0].sum(0)
         else:

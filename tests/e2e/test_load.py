@@ -148,7 +148,8 @@ def gated_catalog(folder: Path) -> Path:
     entry = next(m for m in tomllib.loads(CATALOG.read_text())["models"] if m["name"] == "breast-cancer")
     entry = {**entry, "builder": "tests.fixtures.faulty:gated_mlp",
              "builder_args": {**entry["builder_args"], "gate_above": GATE_ABOVE},
-             "weights": str(CATALOG.parent / entry["weights"])}
+             "weights": str(CATALOG.parent / entry["weights"]),
+             "examples": [str(CATALOG.parent / e) for e in entry.get("examples", [])]}
     path = folder / "catalog.toml"
     path.write_text(tomli_w.dumps({"models": [entry]}), encoding="utf-8")
     return path
@@ -180,7 +181,7 @@ async def serve_alone(client: httpx.AsyncClient, valid: list[Call]) -> dict[Call
 
 
 async def test_load_mixing_valid_and_invalid_requests(loaded: LiveServer) -> None:
-    names = [f["name"] for f in loaded.service.registry.models["breast-cancer"].info["features"]]
+    names = list(loaded.service.registry.models["breast-cancer"].spec.features or [])
     valid, invalid = valid_calls(names), invalid_calls(names)
     limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
     async with httpx.AsyncClient(base_url=loaded.url, timeout=120, limits=limits) as client:
@@ -214,7 +215,7 @@ async def test_load_mixing_valid_and_invalid_requests(loaded: LiveServer) -> Non
 
 
 async def test_overload_is_refused_with_429_and_queued_work_answers_as_alone(loaded: LiveServer) -> None:
-    names = [f["name"] for f in loaded.service.registry.models["breast-cancer"].info["features"]]
+    names = list(loaded.service.registry.models["breast-cancer"].spec.features or [])
     valid, invalid = valid_calls(names), invalid_calls(names)
     explains = [c for c in valid if c.kind == "explain"]  # 1 instance x (4 steps + 2) = 6 work rows each
     net = gated_net(loaded)

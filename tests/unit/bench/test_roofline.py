@@ -52,7 +52,7 @@ def test_input_mode_on_a_tabular_model(breast_cancer: LoadedModel) -> None:
 
 
 def test_layer_mode_on_an_image_model(shapes: LoadedModel) -> None:
-    assert shapes.gradcam_layer is not None
+    assert shapes.facts.gradcam_layer is not None
     sizes = [1, 2]
     result = probe(shapes, "layer", sizes, seconds_per_size=0.05, max_seconds=10)
     assert result["model"] == "shapes" and result["mode"] == "layer"
@@ -65,7 +65,7 @@ def test_input_mode_on_an_image_model(shapes: LoadedModel) -> None:
 
 
 def test_layer_mode_needs_a_gradcam_layer(breast_cancer: LoadedModel) -> None:
-    assert breast_cancer.gradcam_layer is None
+    assert breast_cancer.facts.gradcam_layer is None
     with pytest.raises(ValueError, match="breast-cancer has no GradCAM layer"):
         probe(breast_cancer, "layer", [1], seconds_per_size=0.01, max_seconds=5)
 

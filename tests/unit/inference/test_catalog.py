@@ -18,7 +18,7 @@ from app.errors import CatalogError
 from app.inference.catalog import ModelSpec, load_catalog
 from app.inference.loading import load_model
 from app.metrics import Metrics
-from app.runtime.registry import Registry
+from app.runtime.model_entry import build_entry
 
 CPU = torch.device("cpu")
 
@@ -272,7 +272,7 @@ def test_unknown_key(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("changes", "key", "text"), [
-    ({"kind": "audio"}, "kind", "'tabular'"),
+    ({"kind": "audio"}, "kind", "unknown kind 'audio' (known: tabular, image)"),
     ({"task": "ranking"}, "task", "'regression'"),
     ({"precision": "int8"}, "precision", "'bf16'"),
     ({"max_batch_size": 0}, "max_batch_size", "greater than or equal to 1"),
@@ -361,7 +361,7 @@ def test_feature_count_not_matching_input_width(tmp_path: Path) -> None:
     entry = tabular_entry(tmp_path, name="narrow", in_features=5)  # 3 features listed
     message = load_error(write_catalog(tmp_path, entry))
     assert_names(message, "narrow", "features")
-    assert "width 3" in message
+    assert "inputs of 3 per row" in message
 
 
 def test_regression_with_several_outputs(tmp_path: Path) -> None:
@@ -382,7 +382,7 @@ def test_gradcam_layer_that_exists(tmp_path: Path) -> None:
     entry = image_entry(tmp_path, name="cam", image={"size": [16, 16], "gradcam_layer": "features.0"})
     (spec,) = load_catalog(write_catalog(tmp_path, entry))
     model = load_model(spec, CPU)
-    assert model.gradcam_layer == "net.features.0"
+    assert model.facts.gradcam_layer == "features.0"
     assert model.layer("net.features.0") is model.module.net.features[0]
 
 
@@ -431,9 +431,8 @@ def test_unknown_torchvision_architecture(tmp_path: Path) -> None:
 
 def registry_error(path: Path) -> str:
     (spec,) = load_catalog(path)
-    registry = Registry(Settings(models=path, device="cpu"), Metrics())
     with pytest.raises(CatalogError) as info:
-        registry._build(spec)
+        build_entry(spec, Settings(models=path, device="cpu"), Metrics())
     return str(info.value)
 
 
@@ -490,10 +489,10 @@ def test_valid_methods_build(tmp_path: Path) -> None:
                           default_method="integrated_gradients")
     path = write_catalog(tmp_path, entry)
     (spec,) = load_catalog(path)
-    built = Registry(Settings(models=path, device="cpu"), Metrics())._build(spec)
+    built = build_entry(spec, Settings(models=path, device="cpu"), Metrics())
     try:
         assert built.methods == ["saliency", "integrated_gradients"]
-        assert built.info["default_method"] == "integrated_gradients"
+        assert built.info.default_method == "integrated_gradients"
     finally:
         for worker in built.workers:
             worker.close()

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from app.inference.catalog import load_catalog
-from app.inference.chunking import activation_bytes_per_row, cpu_chunk_rows
+from app.inference.chunking import cpu_chunk_rows
 from app.inference.loading import LoadedModel, load_model
 from tests.conftest import CATALOG
 from tests.unit.inference.test_loading import SIZE, image_spec, save_torchscript, seeded, tiny_cnn
@@ -27,13 +27,13 @@ def test_largest_activation_of_the_shapes_cnn(demo: dict[str, LoadedModel]) -> N
     # ShapesCNN (models/zoo.py): the first conv block maps 3x128x128 to 16 channels at 64x64
     # (stride 2), larger than the input (3 x 128 x 128) and every later layer.
     model = demo["shapes"]
-    assert activation_bytes_per_row(model) == 16 * 64 * 64 * 4
+    assert model.facts.bytes_per_row == 16 * 64 * 64 * 4
 
 
 def test_largest_activation_of_an_mlp(demo: dict[str, LoadedModel]) -> None:
     # breast-cancer: 30 features -> Linear 64 -> ReLU -> Linear 32 -> ... : the 64-wide layer
     model = demo["breast-cancer"]
-    assert activation_bytes_per_row(model) == 64 * 4
+    assert model.facts.bytes_per_row == 64 * 4
 
 
 @pytest.mark.parametrize(("per_row", "limit", "max_rows", "expected"), [
@@ -54,17 +54,17 @@ def test_every_catalog_format_is_measured(tmp_path: Path) -> None:
     weights = tmp_path / "weights.safetensors"
     save_file(net.state_dict(), str(weights))
     eager = load_model(image_spec(weights, "state_dict"), torch.device("cpu"))
-    assert activation_bytes_per_row(eager) == 8 * SIZE * SIZE * 4
+    assert eager.facts.bytes_per_row == 8 * SIZE * SIZE * 4
 
     exported = tmp_path / "cnn.pt2"
     program = torch.export.export(net, (torch.rand(2, 3, SIZE, SIZE),),
                                   dynamic_shapes=({0: torch.export.Dim("batch")},))
     torch.export.save(program, str(exported))
-    assert activation_bytes_per_row(load_model(image_spec(exported, "export"), torch.device("cpu"))) \
+    assert load_model(image_spec(exported, "export"), torch.device("cpu")).facts.bytes_per_row \
         == 8 * SIZE * SIZE * 4
 
     # TorchScript submodules refuse hooks: only the input (and the output) are seen
     scripted = tmp_path / "cnn.ts"
     save_torchscript(net, scripted, "script")
     script_model = load_model(image_spec(scripted, "torchscript"), torch.device("cpu"))
-    assert activation_bytes_per_row(script_model) == 3 * SIZE * SIZE * 4
+    assert script_model.facts.bytes_per_row == 3 * SIZE * SIZE * 4

@@ -28,7 +28,7 @@ from torch import nn
 from app.inference.catalog import load_catalog
 from app.inference.engine import ExplainResult, ExplainWork, run_batch
 from app.inference.loading import LoadedModel, load_model
-from app.inference.methods import METHODS, model_overrides
+from app.inference.methods import METHODS, model_defaults
 from app.inference.params import resolve_params
 from models.shapes import LABELS, ShapeSample, generate
 
@@ -48,7 +48,7 @@ def loaded(name: str) -> LoadedModel:
 
 def explain(model: LoadedModel, x: np.ndarray, targets: tuple[int | None, ...], method: str,
             request: dict[str, object] | None = None) -> ExplainResult:
-    prm = resolve_params(METHODS[method].params, model_overrides(model.spec, method), request or {})
+    prm = resolve_params(METHODS[method].params, model_defaults(model.spec, model.facts, method), request or {})
     [result] = run_batch(model, [ExplainWork(np.ascontiguousarray(x, dtype=np.float32), targets, method, prm)],
                          MAX_ROWS)
     assert isinstance(result, ExplainResult)
@@ -111,7 +111,7 @@ def test_integrated_gradients_is_complete_at_default_parameters(name: str) -> No
     x = _completeness_inputs(name).astype(np.float32)
     result = explain(model, x, (None,) * len(x), "integrated_gradients")
     prm = resolve_params(METHODS["integrated_gradients"].params,
-                         model_overrides(model.spec, "integrated_gradients"), {})
+                         model_defaults(model.spec, model.facts, "integrated_gradients"), {})
     assert prm.baseline == "zeros"  # the demo catalog keeps the default baseline
     assert result.deltas is not None
     report = []

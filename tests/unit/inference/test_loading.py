@@ -17,7 +17,7 @@ from torch import nn
 
 from app.errors import CatalogError
 from app.inference.catalog import ModelSpec
-from app.inference.loading import LoadedModel, describe, example_input, load_model, resolve_device
+from app.inference.loading import LoadedModel, load_model, resolve_device, typical_input
 
 CPU = torch.device("cpu")
 SIZE = 16
@@ -157,7 +157,9 @@ def test_state_dict_image_round_trip(tmp_path: Path, suffix: str) -> None:
     assert model.labels == LABELS
     assert model.out_width == 3
     assert model.output_kind == "logits"
-    assert model.gradcam_layer == "net.features.2"  # the last Conv2d
+    # the last module whose output is a spatial map: the features block (after its last ReLU)
+    assert model.facts.gradcam_layer == "features"
+    assert model.facts.spatial_layers == ("features.0", "features.1", "features.2", "features.3", "features")
     assert model.device == CPU
     assert not model.module.training
     assert not any(m.training for m in model.module.modules())
@@ -182,9 +184,9 @@ def test_state_dict_tabular_round_trip(tmp_path: Path, suffix: str) -> None:
     with torch.no_grad():
         expected = net((x - torch.tensor(mean)) / torch.tensor(std))
         torch.testing.assert_close(model.module(x), expected)
-    assert model.gradcam_layer is None
+    assert model.facts.gradcam_layer is None and model.facts.spatial_layers == ()
     assert model.out_width == 2
-    assert describe(spec) == {"features": [{"name": n} for n in "abcd"]}
+    assert spec.input_kind.describe(spec) == {"features": [{"name": n} for n in "abcd"], "input": None}
 
 
 def test_tabular_without_standardisation_is_the_identity(tmp_path: Path) -> None:
@@ -305,11 +307,12 @@ def test_torchvision_with_weights(resnet: tuple[nn.Module, Path]) -> None:
                       image={"size": [32, 32], "mean": list(MEAN), "std": list(STD)})
     model = load_model(spec, CPU)
     assert model.out_width == 3
-    assert model.gradcam_layer == "net.layer4.1.conv2"
+    # the last block with a spatial map: at 32 px, layer4 (stride 32) is 1 x 1, so layer3 (2 x 2)
+    assert model.facts.gradcam_layer == "layer3"
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model.module(x), image_reference(net, x), atol=1e-4, rtol=1e-4)
-    assert describe(spec) == {"input": {"height": 32, "width": 32, "channels": 3}}
+    assert spec.input_kind.describe(spec) == {"features": None, "input": {"height": 32, "width": 32, "channels": 3}}
 
 
 def test_torchvision_without_weights_is_the_random_init() -> None:
@@ -342,7 +345,7 @@ def test_export_round_trip_with_dynamic_batch(exported: tuple[nn.Module, Path]) 
     assert_serves(model, net, batches=(1, 5))
     assert model.output_kind == "logits"
     assert model.out_width == 3
-    assert model.gradcam_layer == "net.features.2"
+    assert model.facts.gradcam_layer == "features"
     model.module.train()
     assert not model.module.training
 
@@ -350,13 +353,14 @@ def test_export_round_trip_with_dynamic_batch(exported: tuple[nn.Module, Path]) 
 def test_export_gradcam_layer_is_hookable(exported: tuple[nn.Module, Path]) -> None:
     net, path = exported
     model = load_model(image_spec(path, "export"), CPU)
-    assert model.gradcam_layer is not None
+    assert model.facts.gradcam_layer == "features"
     x = torch.rand(2, 3, SIZE, SIZE)
-    attributions = LayerGradCam(model.module, model.layer(model.gradcam_layer)).attribute(x, target=1)
+    layer = model.layer(model.facts.spatial_layer("features"))
+    attributions = LayerGradCam(model.module, layer).attribute(x, target=1)
     assert attributions.shape == (2, 1, SIZE, SIZE)
     assert attributions.abs().sum() > 0
-    # The same as GradCAM on the original net's last conv, with the normalisation in front.
-    expected = LayerGradCam(Reference(net), net.features[2]).attribute(x, target=1)
+    # The same as GradCAM on the original net's features block, with the normalisation in front.
+    expected = LayerGradCam(Reference(net), net.features).attribute(x, target=1)
     torch.testing.assert_close(attributions, expected, atol=1e-5, rtol=1e-4)
 
 
@@ -366,7 +370,7 @@ def test_export_named_gradcam_layer_and_output_kind(exported: tuple[nn.Module, P
                       image={"size": [SIZE, SIZE], "mean": list(MEAN), "std": list(STD),
                              "gradcam_layer": "features.0"})
     model = load_model(spec, CPU)
-    assert model.gradcam_layer == "net.features.0"
+    assert model.facts.gradcam_layer == "features.0"
     assert model.output_kind == "probabilities"
     x = torch.rand(1, 3, SIZE, SIZE, requires_grad=True)
     attributions = LayerGradCam(model.module, model.layer("net.features.0")).attribute(x, target=0)
@@ -405,7 +409,7 @@ def test_torchscript_round_trip(tmp_path: Path, how: str) -> None:
     save_torchscript(net, path, how)
     model = load_model(image_spec(path, "torchscript"), CPU)
     assert_serves(model, net, batches=(1, 2))
-    assert model.gradcam_layer is None  # hooks cannot attach to a ScriptModule
+    assert not model.facts.hookable and model.facts.gradcam_layer is None  # no hooks on a ScriptModule
     assert model.output_kind == "logits"
     assert model.labels == LABELS
 
@@ -442,14 +446,16 @@ def test_not_a_torchscript_archive(tmp_path: Path) -> None:
 # Small helpers
 
 
-def test_example_input_shapes() -> None:
+def test_typical_input_is_the_mean_input() -> None:
     image = image_spec(Path("unused.pt2"), "export")
-    batch = example_input(image, batch=3)
+    batch = typical_input(image, batch=3)
     assert batch.shape == (3, 3, SIZE, SIZE)
-    assert torch.all(batch == 0.5)
+    torch.testing.assert_close(batch[1, :, 4, 5], torch.tensor(MEAN, dtype=torch.float32))
     tabular = ModelSpec(name="t", kind="tabular", task="regression", format="export",
                         weights=Path("unused.pt2"), features=["a", "b"])
-    assert torch.equal(example_input(tabular), torch.zeros(1, 2))
+    assert torch.equal(typical_input(tabular), torch.zeros(1, 2))
+    with_mean = ModelSpec.model_validate(tabular.model_dump() | {"tabular": {"mean": [3.0, -1.0]}})
+    assert torch.equal(typical_input(with_mean, 2), torch.tensor([[3.0, -1.0], [3.0, -1.0]]))
 
 
 def test_resolve_device() -> None:

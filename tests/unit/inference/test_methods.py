@@ -43,7 +43,7 @@ from app.inference.catalog import load_catalog
 from app.inference.engine import ExplainResult, ExplainWork, run_batch
 from app.inference.explained import blurred
 from app.inference.loading import LoadedModel, load_model
-from app.inference.methods import METHODS, model_overrides, supported_methods
+from app.inference.methods import METHODS, model_defaults, offered_methods
 from app.inference.params import resolve_params
 from models.shapes import generate
 
@@ -120,7 +120,7 @@ def _works(x: np.ndarray, targets: Sequence[int | None], method: str, prm: p.Met
 
 def _params(name: str, method: str, request: dict[str, Any] | None = None) -> p.MethodParams:
     spec = loaded(name).spec
-    return resolve_params(METHODS[method].params, model_overrides(spec, method), request or {})
+    return resolve_params(METHODS[method].params, model_defaults(spec, loaded(name).facts, method), request or {})
 
 
 # --------------------------------------------------------------------------- the reference
@@ -327,7 +327,7 @@ def test_parity_holds_with_chunks_smaller_than_the_batch(name: str, method: str)
 def test_every_method_of_the_table_is_covered() -> None:
     covered = {(model, method) for model, method, _ in CASES}
     for name in (*TABULAR_MODELS, "shapes"):
-        offered = supported_methods(loaded(name).spec)
+        offered = offered_methods(loaded(name).spec, loaded(name).facts)
         assert offered == list(IMAGE_METHODS if name == "shapes" else TABULAR_METHODS)
         assert {m for model, m in covered if model == name} == set(offered)
     assert set(TABULAR_METHODS) | set(IMAGE_METHODS) == set(METHODS)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from app.errors import DeadlineExceeded, InternalError, NotReady, QueueFull
-from app.runtime.batcher import Batcher, Completed, Limits, _Item
+from app.runtime.batcher import Batcher, Completed, Limits, StopReason, _Item
 
 
 def run(coro_fn: Callable[[], Awaitable[None]]) -> None:
@@ -35,9 +35,12 @@ class Recorder:
             self.gate.set()
         self.entered = asyncio.Event()
         self.result: Callable[[list[Any]], Sequence[Any]] = lambda batch: [p * 2 for p in batch]
+        self.stops: list[StopReason] = []
+        """The stop reason each batch was given (polled by the compute path between chunks)."""
 
-    async def __call__(self, batch: list[Any]) -> Sequence[Any]:
+    async def __call__(self, batch: list[Any], stop: StopReason) -> Sequence[Any]:
         self.batches.append(list(batch))
+        self.stops.append(stop)
         self.entered.set()
         await self.gate.wait()
         return self.result(batch)
@@ -248,7 +251,7 @@ def test_a_handler_that_raises_fails_its_batch_with_internal_error_and_serving_g
     async def main() -> None:
         calls = 0
 
-        async def flaky(batch: list[int]) -> list[int]:
+        async def flaky(batch: list[int], stop: StopReason) -> list[int]:
             nonlocal calls
             calls += 1
             if calls == 1:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from app.inference.catalog import ModelSpec
-from app.runtime.registry import _method_info
+from app.inference.facts import ModelFacts
+from app.runtime.model_entry import _method_info as method_info
 
 
 def _spec(**changes: object) -> ModelSpec:
@@ -11,6 +14,12 @@ def _spec(**changes: object) -> ModelSpec:
         "name": "m", "kind": "tabular", "task": "regression", "format": "state_dict",
         "builder": "models.zoo:mlp", "weights": "w.safetensors", "features": ["a", "b"]}
     return ModelSpec.model_validate(entry | changes)
+
+
+def _method_info(spec: ModelSpec, name: str) -> dict[str, Any]:
+    mean = spec.input_kind.mean_input(spec)
+    facts = ModelFacts(spec.name, spec.input_shape, mean is not None, 4)
+    return method_info(spec, facts, name).model_dump(by_alias=True)
 
 
 def test_catalog_overrides_are_the_schema_defaults() -> None:

@@ -121,8 +121,8 @@ def test_worker_handle_runs_on_its_own_thread() -> None:
     worker: Worker[int, int] = Worker("shapes-0", run)
 
     async def main() -> int:
-        assert await worker.handle([1, 2]) == [2, 3]
-        assert await worker.handle([5]) == [6]
+        assert await worker.handle([1, 2], lambda: None) == [2, 3]
+        assert await worker.handle([5], lambda: None) == [6]
         return threading.get_ident()
 
     try:
@@ -141,7 +141,7 @@ def test_worker_handle_runs_on_its_own_thread() -> None:
 def test_worker_handle_isolates_failures() -> None:
     worker: Worker[object, object] = Worker("m-0", FakeRun(fail=ValueError("x")))
     try:
-        results = asyncio.run(worker.handle([1, "bad"]))
+        results = asyncio.run(worker.handle([1, "bad"], lambda: None))
     finally:
         worker.close()
     assert results[0] == 10 and isinstance(results[1], InternalError)

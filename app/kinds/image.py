@@ -1,0 +1,135 @@
+"""Images: PNG, JPEG or WebP in (base64 or file parts), resized to what the model sees; heat
+colours blended over the submitted image out (overlay, RGBA heatmap), and the raw map on request."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from app.errors import PayloadTooLarge
+from app.inference.inputs import DecodedImage, decode_image_bytes, image_bytes, image_size
+from app.kinds.base import Decoded, ExplainOptions, HostWork, Rendered, RequestLimits
+from app.render import Placement, RenderSpec, data_uri, encode_png, heatmap_rgba, output_size
+from app.render.overlay import blend
+
+if TYPE_CHECKING:
+    from app.inference.catalog import ImageSpec, ModelSpec
+    from app.schemas import Prediction
+
+IMAGE_OUTPUTS = frozenset({"overlay", "heatmap"})
+"""The outputs that are pictures at the submitted image's size (what MAX_OUTPUT_PIXELS counts)."""
+
+
+def _bytes_and_size(instance: Any, index: int, data: bytes | None, max_pixels: int) -> tuple[bytes, tuple[int, int]]:
+    raw = data if data is not None else image_bytes(instance, index)
+    return raw, image_size(raw, max_pixels, where=f"instance {index}")
+
+
+def round_significant(values: NDArray[np.floating[Any]], digits: int = 6) -> NDArray[np.float64]:
+    """Each value to `digits` significant digits (zeros stay zeros)."""
+    values = np.asarray(values, dtype=np.float64)
+    magnitude = np.floor(np.log10(np.abs(values), out=np.zeros_like(values), where=values != 0))
+    scale = 10.0 ** (digits - 1 - magnitude)
+    return np.round(values * scale) / scale
+
+
+def _render(image: DecodedImage, attribution: NDArray[np.float32], render: dict[str, Any],
+            outputs: frozenset[str]) -> tuple[dict[str, Any], bytes | None]:
+    """The image outputs asked for, and the overlay's PNG bytes."""
+    attr = attribution.sum(axis=0) if attribution.ndim == 3 else attribution
+    spec = RenderSpec(**render)
+    placement = Placement(image.image.size, image.crop_box)
+    fields: dict[str, Any] = {}
+    png = None
+    if outputs & IMAGE_OUTPUTS:
+        heat = heatmap_rgba(attr, placement, spec)
+        if "overlay" in outputs:
+            png = encode_png(blend(image.image, heat, spec.alpha))
+            fields["overlay"] = data_uri(png)
+        if "heatmap" in outputs:
+            fields["heatmap"] = data_uri(encode_png(heat))
+    if "attributions" in outputs:
+        fields["attributions"] = round_significant(attr).tolist()
+    return fields, png
+
+
+class ImageKind:
+    name = "image"
+    outputs: frozenset[str] = frozenset({"overlay", "heatmap", "attributions"})
+    example_suffixes: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp")
+    """What a model's demo `examples` may be."""
+    shape_key = "image.size"
+    """The catalog key that decides what one instance is."""
+    default_outputs: frozenset[str] = frozenset({"overlay"})
+
+    def check_spec(self, spec: ModelSpec) -> None:
+        if spec.features:
+            raise ValueError("image models take no 'features'")
+        if spec.tabular is not None:
+            raise ValueError("image models take no [models.tabular] table")
+
+    def _image(self, spec: ModelSpec) -> ImageSpec:
+        return spec.image_spec
+
+    def input_shape(self, spec: ModelSpec) -> tuple[int, ...]:
+        height, width = self._image(spec).size
+        return (3, height, width)
+
+    def normalisation(self, spec: ModelSpec) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        image = self._image(spec)
+        return (np.asarray(image.mean, np.float32).reshape(1, 3, 1, 1),
+                np.asarray(image.std, np.float32).reshape(1, 3, 1, 1))
+
+    def mean_input(self, spec: ModelSpec) -> NDArray[np.float32] | None:
+        """The normalisation's mean colour: the image that is zero after normalisation."""
+        mean = np.asarray(self._image(spec).mean, np.float32).reshape(3, 1, 1)
+        return np.ascontiguousarray(np.broadcast_to(mean, self.input_shape(spec)))
+
+    def describe(self, spec: ModelSpec) -> dict[str, Any]:
+        height, width = self._image(spec).size
+        return {"features": None, "input": {"height": height, "width": width, "channels": 3}}
+
+    async def decode(self, spec: ModelSpec, instances: Sequence[Any], files: Sequence[bytes],
+                     limits: RequestLimits, host: HostWork, options: ExplainOptions | None) -> Decoded:
+        """Headers first (format, size), the request's pixel costs checked, then the pixels."""
+        sources: list[tuple[Any, bytes | None]] = [(inst, None) for inst in instances] + [(None, f) for f in files]
+        probed = await asyncio.gather(*(host.run(_bytes_and_size, inst, i, data, limits.max_image_pixels)
+                                        for i, (inst, data) in enumerate(sources)))
+        self._check_costs([size for _, size in probed], limits, options)
+        image = self._image(spec)
+        images = await asyncio.gather(*(host.run(decode_image_bytes, raw, i, image, limits.max_image_pixels)
+                                        for i, (raw, _) in enumerate(probed)))
+        array = images[0].pixels[None] if len(images) == 1 else np.stack([img.pixels for img in images])
+        return Decoded(array, images)
+
+    @staticmethod
+    def _check_costs(sizes: Sequence[tuple[int, int]], limits: RequestLimits, options: ExplainOptions | None) -> None:
+        decoded = sum(w * h for w, h in sizes)
+        if decoded > limits.max_request_pixels:
+            raise PayloadTooLarge(f"the request's images hold {decoded} pixels, over "
+                                  f"MAX_REQUEST_PIXELS={limits.max_request_pixels}")
+        if options is None:
+            return
+        pictures = len(options.outputs & IMAGE_OUTPUTS)
+        rendered = pictures * sum(w * h for w, h in (output_size(s, options.render.max_size) for s in sizes))
+        if rendered > limits.max_output_pixels:
+            raise PayloadTooLarge(
+                f"the answer would hold {rendered} rendered pixels ({pictures} picture(s) per image at "
+                f"render.max_size={options.render.max_size}), over MAX_OUTPUT_PIXELS={limits.max_output_pixels}: "
+                "ask for a smaller max_size or fewer images")
+
+    async def answer(self, spec: ModelSpec, decoded: Decoded, attributions: NDArray[np.float32],
+                     predictions: Sequence[Prediction], options: ExplainOptions,
+                     host: HostWork) -> list[Rendered]:
+        render = options.render.model_dump()
+        outputs = options.outputs | ({"overlay"} if options.want_png else set())
+        done = await asyncio.gather(*(host.run(_render, image, attr, render, outputs)
+                                      for image, attr in zip(decoded.items, attributions, strict=True)))
+        return [Rendered(fields, png if options.want_png else None) for fields, png in done]
+
+
+IMAGE = ImageKind()
