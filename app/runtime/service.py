@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from app.config import Settings
 from app.context import request_id_var
 from app.errors import ErrorItem, InvalidInput, NotAcceptable, PayloadTooLarge, quoted
 from app.inference.engine import ExplainResult, ExplainWork, PredictResult, PredictWork
-from app.inference.inputs import DecodedImage, decode_image, decode_image_bytes, tabular_rows
+from app.inference.inputs import DecodedImage, decode_image, decode_image_bytes, decode_pixels, tabular_rows
 from app.inference.methods import IG_FAMILY, METHODS, layer_path, model_overrides
 from app.inference.params import GradCamParams, resolve_params
 from app.metrics import Metrics
@@ -70,13 +71,14 @@ class Service:
                 f"{len(instances)} instances exceed MAX_INSTANCES={self.settings.max_instances}")
 
     async def decode(self, entry: ModelEntry, instances: Sequence[Any],
-                     files: Sequence[bytes] = ()) -> Inputs:
-        """Validate and decode in the decode pool; images may come as JSON instances or file parts."""
-        self._check_count([*instances, *files])
+                     files: Sequence[bytes] = (), pixels: Sequence[NDArray[np.uint8]] = ()) -> Inputs:
+        """Validate and decode in the decode pool; images may come as JSON instances, file parts,
+        or (Open Inference Protocol) H x W x 3 uint8 pixels."""
+        self._check_count([*instances, *files, *pixels])
         loop = asyncio.get_running_loop()
         spec = entry.spec
         if spec.kind == "tabular":
-            if files:
+            if files or pixels:
                 raise InvalidInput("file parts are for image models; send tabular rows as JSON")
             rows = tabular_rows(instances, spec.features or [])
             return Inputs(rows.astype(np.float32), None, rows)
@@ -86,22 +88,30 @@ class Service:
                 for i, inst in enumerate(instances)]
         jobs += [loop.run_in_executor(self._decode, decode_image_bytes, data, i, image_spec, limit)
                  for i, data in enumerate(files, start=len(instances))]
+        jobs += [loop.run_in_executor(self._decode, decode_pixels, array, i, image_spec, limit)
+                 for i, array in enumerate(pixels, start=len(instances) + len(files))]
         images = list(await asyncio.gather(*jobs))
         array = images[0].pixels[None] if len(images) == 1 else np.stack([img.pixels for img in images])
         return Inputs(array, images, None)
+
+    async def scores(self, entry: ModelEntry, inputs: Inputs, deadline: float,
+                     route: str = "predict") -> NDArray[np.float32]:
+        """Per row: class probabilities in label order, or the regression value (unrounded)."""
+        name = entry.spec.name
+        work = PredictWork(inputs.array, request_id_var.get())
+        done = await entry.batcher.submit(work, ("predict",), inputs.array.shape[0], deadline)
+        result: PredictResult = done.value
+        self.metrics.latency.labels(route, name, "queue").observe(done.queue_s)
+        self.metrics.latency.labels(route, name, "compute").observe(done.compute_s)
+        return result.scores
 
     async def predict(self, name: str, instances: Sequence[Any], top_k: int | None,
                       deadline: float, files: Sequence[bytes] = ()) -> dict[str, Any]:
         entry = self.registry.get(name)
         inputs = await self.decode(entry, instances, files)
-        n = inputs.array.shape[0]
-        work = PredictWork(inputs.array, request_id_var.get())
-        done = await entry.batcher.submit(work, ("predict",), n, deadline)
-        result: PredictResult = done.value
-        self.metrics.latency.labels("predict", name, "queue").observe(done.queue_s)
-        self.metrics.latency.labels("predict", name, "compute").observe(done.compute_s)
+        scores = await self.scores(entry, inputs, deadline)
         labels = entry.primary.labels
-        predictions = [answers.prediction(entry.spec, labels, s, top_k) for s in result.scores]
+        predictions = [answers.prediction(entry.spec, labels, s, top_k) for s in scores]
         return {"model": name, "predictions": predictions}
 
     def resolve_method(self, entry: ModelEntry, request: ExplainRequest) -> tuple[str, Any]:
