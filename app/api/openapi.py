@@ -10,6 +10,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from app import examples
+from app.api.v2_errors import V2_ERROR_CONTENT, is_v2
 from app.config import Settings
 from app.schemas import ExplainRequest, PredictRequest, Problem
 from app.schemas_v2 import InferenceRequest
@@ -71,13 +72,14 @@ def _problem_content() -> dict[str, Any]:
 
 
 def _errors_as_problems(schema: dict[str, Any]) -> None:
-    """FastAPI documents its own 422 body (HTTPValidationError); ours is problem+json."""
-    for path in schema.get("paths", {}).values():
+    """FastAPI documents its own 422 body (HTTPValidationError); ours is problem+json (on /v2, the
+    Open Inference Protocol's error body)."""
+    for name, path in schema.get("paths", {}).items():
         for operation in path.values():
             responses = operation.get("responses", {})
             content = responses.get("422", {}).get("content", {})
             if "application/json" in content and "HTTPValidationError" in str(content["application/json"]):
-                responses["422"]["content"] = _problem_content()
+                responses["422"]["content"] = V2_ERROR_CONTENT if is_v2(name) else _problem_content()
     components = schema.get("components", {}).get("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)

@@ -25,6 +25,7 @@ from app.schemas_v2 import V2Error
 logger = logging.getLogger(__name__)
 
 PREFIX = "/v2"
+V2_ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/V2Error"}}}
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 

@@ -102,7 +102,7 @@ def test_model_routes_need_a_key(small: LiveServer, method: str, path: str, body
     with httpx.Client(base_url=small.url, timeout=120) as anonymous:
         missing = anonymous.request(method, path, json=body)
         assert "an API key is required" in error(missing, 401)
-        assert missing.headers["www-authenticate"] == "Bearer"
+        assert missing.headers["www-authenticate"].startswith("Bearer")
         assert error(anonymous.request(method, path, json=body, headers={"X-API-Key": "wrong"}), 403) == (
             "the API key is not valid")
         for headers in ({"Authorization": f"Bearer {KEY}"}, {"X-API-Key": KEY}):
