@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator
 
 Parameter = StrictBool | StrictInt | StrictFloat | StrictStr
 Parameters = dict[str, Parameter]
@@ -61,7 +61,7 @@ class ModelMetadata(BaseModel):
 
 class RequestInput(_Strict):
     name: str
-    shape: list[Dimension]
+    shape: list[Dimension] = Field(max_length=32)
     datatype: str
     parameters: Parameters | None = None
     data: list[Any] | None = Field(
@@ -75,12 +75,22 @@ class RequestOutput(_Strict):
 
 
 class InferenceRequest(_Strict):
-    id: str | None = None
+    id: str | None = Field(None, description="Echoed in the response")
     model_name: str | None = Field(None, description="Sent by KServe's client; must match the path if given")
     model_version: str | None = None
     parameters: Parameters | None = None
     inputs: list[RequestInput] = Field(min_length=1)
     outputs: list[RequestOutput] | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _encodable(cls, value: str | None) -> str | None:
+        if value is not None and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("must be text that UTF-8 can encode (it is echoed)") from None
+        return value
 
 
 class ResponseOutput(BaseModel):

@@ -8,6 +8,7 @@ rows `Service.decode` takes and go through the same batcher.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -16,8 +17,9 @@ from numpy.typing import NDArray
 from starlette.responses import Response
 
 from app.api.auth import check_key
-from app.api.codecs import header_timeout, read_body
-from app.api.deps import get_service
+from app.api.bodies import BodyLimits, read_body
+from app.api.codecs import header_timeout
+from app.api.deps import body_limits, get_service
 from app.api.disconnect import cancel_on_disconnect
 from app.api.middleware import LABELS_KEY
 from app.api.openapi import TIMEOUT_HEADER
@@ -26,7 +28,7 @@ from app.api.v2_codec import EXTENSIONS, VERSION, Signature, encode_answer, mode
 from app.api.v2_errors import error_responses
 from app.api.v2_tensors import HEADER_LENGTH, parse_body
 from app.context import request_id_var
-from app.errors import InvalidInput, ModelNotFound, NotReady, UnsupportedMedia
+from app.errors import InvalidInput, ModelNotFound, NotReady, UnsupportedMedia, quoted
 from app.runtime.registry import ModelEntry
 from app.runtime.service import Service
 from app.schemas_v2 import (
@@ -78,7 +80,7 @@ def _model(request: Request, route: str, model: str, version: str | None) -> tup
     check_key(service.settings, request)
     entry = service.registry.get(model)
     if version is not None and version != VERSION:
-        raise ModelNotFound(f"model '{model}' has no version '{version}' (versions: {VERSION})")
+        raise ModelNotFound(f"model {quoted(model)} has no version {quoted(version)} (versions: {VERSION})")
     return service, entry
 
 
@@ -147,15 +149,17 @@ async def _infer(request: Request, model: str, version: str | None) -> Response:
     deadline = service.deadline(header_timeout(request))
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if content_type not in _ACCEPTED_TYPES and not content_type.endswith("+json"):
-        raise UnsupportedMedia(f"unsupported content type '{content_type}': send application/json, or "
+        raise UnsupportedMedia(f"unsupported content type {quoted(content_type)}: send application/json, or "
                                "application/octet-stream with binary tensor data")
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding != "identity":
-        raise UnsupportedMedia(f"unsupported content encoding '{encoding}': send the body uncompressed")
-    body = parse_body(await read_body(request, settings.max_body_bytes), request.headers.get(HEADER_LENGTH))
+        raise UnsupportedMedia(f"unsupported content encoding {quoted(encoding)}: send the body uncompressed")
+    limits = _body_limits(service, entry)
+    body = parse_body(await read_body(request, limits), request.headers.get(HEADER_LENGTH), limits.max_values)
     infer = body.request
     if infer.model_name is not None and infer.model_name != model:
-        raise InvalidInput(f"model_name '{infer.model_name}' in the body is not the model of the path, '{model}'")
+        raise InvalidInput(f"model_name {quoted(infer.model_name)} in the body is not the model of the path, "
+                           f"{quoted(model)}")
     deadline = min(deadline, _parameter_deadline(service, infer.parameters or {}))
     signature = _signature(entry)
     how = requested_output(infer, signature)
@@ -169,6 +173,20 @@ async def _infer(request: Request, model: str, version: str | None) -> Response:
     response_id = infer.id if infer.id is not None else request_id_var.get()
     answer = encode_answer(signature, how, response_id, scores)
     return Response(answer.body, media_type=answer.media_type, headers=answer.headers)
+
+
+def _body_limits(service: Service, entry: ModelEntry) -> BodyLimits:
+    """v1's body limits; JSON tensor data may hold MAX_INSTANCES rows of the model's own input
+    (images: the pixels it sees; larger ones come as binary tensor data)."""
+    limits = body_limits(service)
+    spec = entry.spec
+    if spec.kind == "image":
+        height, width = spec.image_spec.size
+        row = height * width * 3
+    else:
+        row = len(spec.features or [])
+    values = BodyLimits.values_for(service.settings.max_instances, row)
+    return replace(limits, max_values=max(limits.max_values, values))
 
 
 def _parameter_deadline(service: Service, parameters: dict[str, Any]) -> float:

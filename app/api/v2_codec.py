@@ -19,7 +19,7 @@ import orjson
 from numpy.typing import NDArray
 
 from app.api.v2_tensors import Body, byte_strings, fp32, uint8
-from app.errors import ErrorItem, InvalidInput, PayloadTooLarge
+from app.errors import ErrorItem, InvalidInput, PayloadTooLarge, quoted
 from app.schemas_v2 import InferenceRequest, RequestInput
 
 VERSION = "1"
@@ -65,6 +65,12 @@ class ModelInputs:
     pixels: list[NDArray[np.uint8]] = field(default_factory=list)
 
 
+def _listed(names: list[str]) -> str:
+    """Client names for a message, each quoted and bounded, at most 8 of them."""
+    shown = [quoted(name) for name in names[:8]] + ([f"... ({len(names)} in all)"] if len(names) > 8 else [])
+    return "[" + ", ".join(shown) + "]"
+
+
 def _expected(sig: Signature) -> str:
     shapes = sig.input_shapes()
     return " or ".join(f"'{name}' ({_INPUTS[sig.kind][name]} {shape})" for name, shape in shapes.items())
@@ -74,12 +80,12 @@ def _the_input(body: Body, sig: Signature) -> tuple[RequestInput, bytes | None]:
     inputs = body.request.inputs
     names = [tensor.name for tensor in inputs]
     if len(inputs) != 1 or names[0] not in _INPUTS[sig.kind]:
-        raise InvalidInput(f"model '{sig.name}' takes one input, {_expected(sig)}; got {names}",
+        raise InvalidInput(f"model '{sig.name}' takes one input, {_expected(sig)}; got {_listed(names)}",
                            [ErrorItem(("inputs",), "unexpected inputs")])
     tensor = inputs[0]
     datatype = _INPUTS[sig.kind][tensor.name]
     if tensor.datatype != datatype:
-        raise InvalidInput(f"input '{tensor.name}' is {datatype}, got {tensor.datatype}",
+        raise InvalidInput(f"input '{tensor.name}' is {datatype}, got {quoted(tensor.datatype)}",
                            [ErrorItem(("inputs", tensor.name, "datatype"), f"expected {datatype}")])
     return tensor, body.binary[0]
 
@@ -142,7 +148,7 @@ def requested_output(request: InferenceRequest, sig: Signature) -> Requested:
     asked = request.outputs or []
     names = [output.name for output in asked]
     if names and names != [OUTPUT]:
-        raise InvalidInput(f"model '{sig.name}' has one output, '{OUTPUT}'; requested {names}",
+        raise InvalidInput(f"model '{sig.name}' has one output, '{OUTPUT}'; requested {_listed(names)}",
                            [ErrorItem(("outputs",), f"expected ['{OUTPUT}']")])
     params = (asked[0].parameters or {}) if asked else {}
     binary = params.get("binary_data", default)

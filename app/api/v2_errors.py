@@ -12,13 +12,12 @@ from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from app.api.problems import validation_error
+from app.api.problems import problem_body, validation_error
 from app.errors import ServiceError
 from app.schemas_v2 import V2Error
 
@@ -34,7 +33,7 @@ def is_v2(path: str) -> bool:
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps({"error": message}), status_code=status, media_type="application/json",
+    return Response(problem_body({"error": message}), status_code=status, media_type="application/json",
                     headers=headers)
 
 

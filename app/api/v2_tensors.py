@@ -15,9 +15,9 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import ValidationError
 
-from app.api.codecs import parse_json
+from app.api.bodies import parse_json
 from app.api.problems import validation_error
-from app.errors import BadRequest, ErrorItem, InvalidInput
+from app.errors import BadRequest, ErrorItem, InvalidInput, quoted
 from app.schemas_v2 import InferenceRequest, RequestInput
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -34,7 +34,7 @@ class Body:
 
 
 def _invalid(name: str, message: str, *loc: str | int) -> InvalidInput:
-    return InvalidInput(f"input '{name}': {message}", [ErrorItem(("inputs", name, *loc), message)])
+    return InvalidInput(f"input {quoted(name)}: {message}", [ErrorItem(("inputs", name, *loc), message)])
 
 
 def _header_length(raw: str | None, size: int) -> int | None:
@@ -49,12 +49,13 @@ def _header_length(raw: str | None, size: int) -> int | None:
     return length
 
 
-def parse_body(body: bytes, header_length: str | None) -> Body:
+def parse_body(body: bytes, header_length: str | None, max_values: int | None = None) -> Body:
     """The JSON object (the first `Inference-Header-Content-Length` bytes, or all of the body),
-    and the binary tensor data after it, split by each input's `binary_data_size`."""
+    and the binary tensor data after it, split by each input's `binary_data_size`. The JSON may
+    hold at most `max_values` values (413 before it is parsed)."""
     length = _header_length(header_length, len(body))
     head, tail = (body, b"") if length is None else (body[:length], body[length:])
-    data = parse_json(head)
+    data = parse_json(head, max_values)
     if not isinstance(data, dict):
         raise BadRequest("the inference request must be a JSON object")
     try:
@@ -83,7 +84,7 @@ def parse_body(body: bytes, header_length: str | None) -> Body:
         if length is None:
             raise BadRequest("binary tensor data needs the Inference-Header-Content-Length header")
         if offset + size > len(tail):
-            raise BadRequest(f"input '{tensor.name}': binary_data_size={size} runs past the end of the body")
+            raise BadRequest(f"input {quoted(tensor.name)}: binary_data_size={size} runs past the end of the body")
         binary.append(tail[offset:offset + size])
         offset += size
     if offset != len(tail):
@@ -135,7 +136,7 @@ def _json_numbers(tensor: RequestInput, integers: bool) -> NDArray[Any]:
     if wrong:
         index = next(i for i, v in enumerate(flat) if type(v) not in allowed)
         what = "an integer" if integers else "a number"
-        raise _invalid(tensor.name, f"element {index} is not {what}: {flat[index]!r:.40}", "data", index)
+        raise _invalid(tensor.name, f"element {index} is not {what}: {quoted(flat[index])}", "data", index)
     try:
         return np.array(flat, dtype=np.int64 if integers else np.float64)
     except OverflowError:
@@ -188,11 +189,11 @@ def byte_strings(tensor: RequestInput, binary: bytes | None) -> list[bytes] | li
             raise _invalid(tensor.name, f"shape {tensor.shape} holds {expected} elements, the binary data "
                            "has more", "parameters", "binary_data_size")
         if offset + 4 > len(binary):
-            raise BadRequest(f"input '{tensor.name}': truncated BYTES element length at byte {offset}")
+            raise BadRequest(f"input {quoted(tensor.name)}: truncated BYTES element length at byte {offset}")
         (size,) = struct.unpack_from("<I", binary, offset)
         offset += 4
         if offset + size > len(binary):
-            raise BadRequest(f"input '{tensor.name}': BYTES element {len(elements)} of {size} bytes "
+            raise BadRequest(f"input {quoted(tensor.name)}: BYTES element {len(elements)} of {size} bytes "
                              "runs past its binary data")
         elements.append(binary[offset:offset + size])
         offset += size

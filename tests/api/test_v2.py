@@ -249,7 +249,8 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str]] = [
     ("shapes", _bin("image", [1], "BYTES", length_prefixed([b"hello"])), 415, "not a PNG, JPEG or WebP image"),
     ("purchase", {"json": {"inputs": [tensor("features", [1, 6], "FP32", ROW6)]}}, 422,
      "model 'purchase' takes one input, 'input' (FP32 [-1, 6]); got ['features']"),
-    ("purchase", {"json": {"inputs": [tensor("input", [1, 6], "FP64", ROW6)]}}, 422, "input 'input' is FP32, got FP64"),
+    ("purchase", {"json": {"inputs": [tensor("input", [1, 6], "FP64", ROW6)]}}, 422,
+     "input 'input' is FP32, got 'FP64'"),
     ("purchase", {"json": {"inputs": [tensor("input", [1, 5], "FP32", ROW6[:5])]}}, 422,
      "input 'input' has shape [-1, 6], got [1, 5]"),
     ("purchase", {"json": {"inputs": [tensor("input", [2, 6], "FP32", ROW6)]}}, 422,
@@ -267,6 +268,18 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str]] = [
      "unknown: Extra inputs are not permitted"),
     ("purchase", {"json": {"inputs": []}}, 422, "inputs: List should have at least 1 item"),
     ("shapes", {"json": {"inputs": [tensor("pixels", [1, 2, 2, 3], "UINT8", [300] * 12)]}}, 422, "outside 0..255"),
+    ("purchase", {"json": {"inputs": [tensor("input", [1] * 33, "FP32", [1.0])]}}, 422,
+     "inputs.0.shape: List should have at most 32 items"),
+    ("purchase", {"content": b'{"id": "\\ud800", "inputs": []}', "headers": {"Content-Type": "application/json"}},
+     422, "id: Value error, must be text that UTF-8 can encode"),
+    ("purchase", {"content": b'{"inputs": [{"name": "\\ud800", "shape": [1], "datatype": "FP32", "data": [1]}]}',
+                  "headers": {"Content-Type": "application/json"}}, 422, "got ['\\ud800']"),
+    ("purchase", {"json": {"inputs": [tensor("input", [1, 6], "FP32", ROW6)], "outputs": [{"name": "x" * 5000}]}},
+     422, "requested ['xxx"),
+    ("purchase", {"json": {"inputs": [tensor("input", [1, 6], "FP32", [0.0] * 20_000)]}}, 413,
+     "the body holds more JSON values than a request of MAX_INSTANCES instances can"),
+    ("purchase", {"json": {"inputs": [tensor("input", [1, 6], "FP32", ROW6)]}, "headers": {"Content-Encoding": "br"}},
+     415, "unsupported content encoding 'br'"),
 ]
 
 
@@ -274,7 +287,9 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str]] = [
                          ids=[f"{s}-{m[:30]}" for _, _, s, m in BAD_REQUESTS])
 def test_bad_requests_get_the_protocols_error_body(client: httpx.Client, model: str, kwargs: dict[str, Any],
                                                    status: int, message: str) -> None:
-    assert message in error(client.post(f"/v2/models/{model}/infer", **kwargs), status)
+    detail = error(client.post(f"/v2/models/{model}/infer", **kwargs), status)
+    assert message in detail
+    assert len(detail) < 1000  # client text is echoed bounded
 
 
 def test_unknown_v2_routes_and_methods_answer_in_the_protocols_body(client: httpx.Client) -> None:
@@ -328,3 +343,19 @@ def test_the_v2_routes_are_in_the_openapi_schema(client: httpx.Client) -> None:
                  "/v2/models/{model}/versions/{version}/ready", "/v2/models/{model}/versions/{version}/infer"):
         assert path in schema["paths"], path
 
+
+
+def test_json_pixels_are_bounded_by_rows_of_the_models_input(client: httpx.Client, live: LiveServer) -> None:
+    """JSON holding more values than MAX_INSTANCES images of the model's input size is refused
+    before it is parsed (binary tensor data has no such bound); anything below it is parsed."""
+    height, width = live.service.registry.models["shapes"].spec.image_spec.size
+    allowed = live.service.settings.max_instances * (height * width * 3 + 1) + 10_000
+    bigger = allowed + 10  # one image of at least that many values
+    side = int((bigger / 3) ** 0.5) + 1
+    body = (json.dumps({"inputs": [{"name": "pixels", "shape": [1, side, side, 3], "datatype": "UINT8"}]})[:-3]
+            + ', "data": [' + "0," * (side * side * 3 - 1) + "0]}]}").encode()
+    refused = client.post("/v2/models/shapes/infer", content=body, headers={"Content-Type": "application/json"})
+    assert f"({allowed} commas at most)" in error(refused, 413)
+    pixels = np.zeros((1, 2 * height, 2 * width, 3), dtype=np.uint8)  # larger than the model's input: fine
+    request = {"inputs": [tensor("pixels", list(pixels.shape), "UINT8", pixels.reshape(-1).tolist())]}
+    assert scores_of(client.post("/v2/models/shapes/infer", json=request)).shape == (1, 4)

@@ -4,6 +4,7 @@ the protocol's `{"error": "..."}` body."""
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,13 +21,14 @@ MAX_BODY = 200_000
 MAX_INSTANCES = 4
 MAX_PIXELS = 10_000
 KEY = "v2-secret"
+BODY_TIMEOUT_S = 1.0
 ROW = [1.0] * 30  # breast-cancer
 
 
 @pytest.fixture(scope="module")
 def small() -> Iterator[LiveServer]:
     settings = make_settings(max_body_bytes=MAX_BODY, max_instances=MAX_INSTANCES, max_image_pixels=MAX_PIXELS,
-                             api_keys=KEY)
+                             api_keys=KEY, body_timeout_s=BODY_TIMEOUT_S)
     with LiveServer(settings) as server:
         yield server
 
@@ -124,3 +126,21 @@ def test_refused_requests_are_counted_under_the_v2_route(small: LiveServer, http
     with httpx.Client(base_url=small.url, timeout=120) as anonymous:
         error(anonymous.post("/v2/models/breast-cancer/infer", json=rows_request(1)), 401)
     assert refused() == before + 1
+
+
+def test_a_body_that_stops_arriving_is_408(small: LiveServer) -> None:
+    head = (f"POST /v2/models/breast-cancer/infer HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {KEY}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", small.port), timeout=60) as sock:
+        sock.sendall(head.encode() + b'{"inputs": [')  # and nothing more: the server gives up
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    status, _, rest = answer.partition(b"\r\n")
+    assert status.startswith(b"HTTP/1.1 408"), answer
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in headers.lower()
+    assert json.loads(body) == {"error": f"the body was not received within BODY_TIMEOUT_S={BODY_TIMEOUT_S:g} s"}
