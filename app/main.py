@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import docs, explain, health, models, openapi, predict, problems, ui
+from app.api import docs, explain, health, models, openapi, predict, problems, ui, v2, v2_errors
 from app.api.middleware import ProblemCORS, RequestContext
 from app.config import Settings, get_settings
 from app.context import InFlight
@@ -53,7 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = service
     app.state.shutdown = drain.run
     problems.install(app)
-    for router in (health.router, models.router, predict.router, explain.router, ui.router):
+    v2_errors.install(app)
+    for router in (health.router, models.router, predict.router, explain.router, ui.router, v2.router):
         app.include_router(router)
     docs.install(app)
     openapi.install(app, settings)

@@ -10,8 +10,10 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from app import examples
+from app.api.v2_errors import V2_ERROR_CONTENT, is_v2
 from app.config import Settings
 from app.schemas import ExplainRequest, PredictRequest, Problem
+from app.schemas_v2 import InferenceRequest
 from app.types import COLORMAPS, METHOD_NAMES, SIGNS
 
 _REF = "#/components/schemas/{model}"
@@ -34,7 +36,7 @@ _MULTIPART = {
                    f'sign one of {", ".join(SIGNS)}'},
     },
 }
-_TIMEOUT_HEADER = {
+TIMEOUT_HEADER = {
     "name": "X-Request-Timeout", "in": "header", "required": False,
     "description": "Deadline in seconds (at most REQUEST_TIMEOUT_S); past it the answer is a 504",
     "schema": {"type": "number", "exclusiveMinimum": 0},
@@ -48,7 +50,7 @@ _SECURITY_SCHEMES = {
     "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
     "basic": {"type": "http", "scheme": "basic", "description": "Any user name, the key as password"},
 }
-PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz"})
+PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/v2", "/v2/health/live", "/v2/health/ready"})
 """Answer without a key whatever the configuration (liveness and readiness probes)."""
 
 
@@ -56,7 +58,7 @@ def request_body(model: type[BaseModel]) -> dict[str, Any]:
     """The JSON and multipart bodies of a model route, and its X-Request-Timeout header."""
     named = _REQUEST_EXAMPLES.get(model, {})
     return {
-        "parameters": [_TIMEOUT_HEADER],
+        "parameters": [TIMEOUT_HEADER],
         "requestBody": {"required": True, "content": {
             "application/json": {"schema": {"$ref": _REF.format(model=model.__name__)},
                                  "examples": {k: {"value": v} for k, v in named.items()}},
@@ -70,13 +72,14 @@ def _problem_content() -> dict[str, Any]:
 
 
 def _errors_as_problems(schema: dict[str, Any]) -> None:
-    """FastAPI documents its own 422 body (HTTPValidationError); ours is problem+json."""
-    for path in schema.get("paths", {}).values():
+    """FastAPI documents its own 422 body (HTTPValidationError); ours is problem+json (on /v2, the
+    Open Inference Protocol's error body)."""
+    for name, path in schema.get("paths", {}).items():
         for operation in path.values():
             responses = operation.get("responses", {})
             content = responses.get("422", {}).get("content", {})
             if "application/json" in content and "HTTPValidationError" in str(content["application/json"]):
-                responses["422"]["content"] = _problem_content()
+                responses["422"]["content"] = V2_ERROR_CONTENT if is_v2(name) else _problem_content()
     components = schema.get("components", {}).get("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
@@ -94,7 +97,7 @@ def _secured(schema: dict[str, Any]) -> None:
 def build(app: FastAPI, settings: Settings) -> dict[str, Any]:
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    for model in (PredictRequest, ExplainRequest, Problem):
+    for model in (PredictRequest, ExplainRequest, Problem, InferenceRequest):
         definition = model.model_json_schema(ref_template=_REF)
         components.update(definition.pop("$defs", {}))
         components[model.__name__] = definition

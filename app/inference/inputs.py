@@ -169,6 +169,21 @@ def decode_image_bytes(data: bytes, index: int, spec: ImageSpec, max_pixels: int
     return DecodedImage(img, pixels, box)
 
 
+def decode_pixels(pixels: NDArray[np.uint8], index: int, spec: ImageSpec, max_pixels: int) -> DecodedImage:
+    """An image given as decoded RGB pixels (H x W x 3 uint8, as the Open Inference Protocol's
+    UINT8 tensors carry it), resized like a decoded file."""
+    height, width, channels = pixels.shape
+    if channels != 3:
+        raise InvalidInput(f"instance {index}: pixels must have 3 channels (RGB), got {channels}",
+                           [ErrorItem(("instances", index), "not RGB")])
+    if height * width > max_pixels:
+        raise PayloadTooLarge(
+            f"instance {index}: {width}x{height} = {width * height} pixels exceeds MAX_IMAGE_PIXELS={max_pixels}")
+    img = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8))
+    array, box = model_view(img, spec)
+    return DecodedImage(img, array, box)
+
+
 def tabular_rows(instances: Sequence[Any], features: Sequence[str]) -> NDArray[np.float64]:
     """Rows by feature name (each named once, exactly as declared) or in declared order; every
     problem located, the first named in the detail (with the declared name probably meant)."""

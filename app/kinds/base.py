@@ -92,12 +92,17 @@ class InputKind(Protocol):
     def mean_input(self, spec: ModelSpec) -> NDArray[np.float32] | None:
         """The `mean` baseline, shaped like one instance; None where the catalog gives none."""
 
+    def tensor_inputs(self, spec: ModelSpec) -> dict[str, tuple[str, list[int]]]:
+        """Open Inference Protocol: the input tensors it takes, by name (datatype, shape; -1: any)."""
+
     def describe(self, spec: ModelSpec) -> dict[str, Any]:
         """ModelInfo's kind fields (`features`, `input`)."""
 
     async def decode(self, spec: ModelSpec, instances: Sequence[Any], files: Sequence[bytes],
-                     limits: RequestLimits, host: HostWork, options: ExplainOptions | None) -> Decoded:
-        """Validate and decode (4xx for bad input or a cost over `limits`); `options` is None for predict."""
+                     limits: RequestLimits, host: HostWork, options: ExplainOptions | None,
+                     pixels: Sequence[NDArray[np.uint8]] = ()) -> Decoded:
+        """Validate and decode (4xx for bad input or a cost over `limits`); `options` is None for
+        predict. `files` are uploaded file bytes, `pixels` H x W x 3 uint8 images (v2 protocol)."""
 
     async def answer(self, spec: ModelSpec, decoded: Decoded, attributions: NDArray[np.float32],
                      predictions: Sequence[Prediction], options: ExplainOptions,

@@ -11,7 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from app.errors import PayloadTooLarge
-from app.inference.inputs import DecodedImage, decode_image_bytes, image_bytes, image_size
+from app.inference.inputs import DecodedImage, decode_image_bytes, decode_pixels, image_bytes, image_size
 from app.kinds.base import Decoded, ExplainOptions, HostWork, Rendered, RequestLimits
 from app.render import Placement, RenderSpec, data_uri, encode_png, heatmap_rgba, output_size
 from app.render.overlay import blend
@@ -89,20 +89,29 @@ class ImageKind:
         mean = np.asarray(self._image(spec).mean, np.float32).reshape(3, 1, 1)
         return np.ascontiguousarray(np.broadcast_to(mean, self.input_shape(spec)))
 
+    def tensor_inputs(self, spec: ModelSpec) -> dict[str, tuple[str, list[int]]]:
+        """Open Inference Protocol: encoded files (BYTES), or decoded RGB pixels (UINT8)."""
+        return {"image": ("BYTES", [-1]), "pixels": ("UINT8", [-1, -1, -1, 3])}
+
     def describe(self, spec: ModelSpec) -> dict[str, Any]:
         height, width = self._image(spec).size
         return {"features": None, "input": {"height": height, "width": width, "channels": 3}}
 
     async def decode(self, spec: ModelSpec, instances: Sequence[Any], files: Sequence[bytes],
-                     limits: RequestLimits, host: HostWork, options: ExplainOptions | None) -> Decoded:
+                     limits: RequestLimits, host: HostWork, options: ExplainOptions | None,
+                     pixels: Sequence[NDArray[np.uint8]] = ()) -> Decoded:
         """Headers first (format, size), the request's pixel costs checked, then the pixels."""
         sources: list[tuple[Any, bytes | None]] = [(inst, None) for inst in instances] + [(None, f) for f in files]
         probed = await asyncio.gather(*(host.run(_bytes_and_size, inst, i, data, limits.max_image_pixels)
                                         for i, (inst, data) in enumerate(sources)))
-        self._check_costs([size for _, size in probed], limits, options)
+        sizes = [size for _, size in probed] + [(array.shape[1], array.shape[0]) for array in pixels]
+        self._check_costs(sizes, limits, options)
         image = self._image(spec)
-        images = await asyncio.gather(*(host.run(decode_image_bytes, raw, i, image, limits.max_image_pixels)
-                                        for i, (raw, _) in enumerate(probed)))
+        images = await asyncio.gather(
+            *(host.run(decode_image_bytes, raw, i, image, limits.max_image_pixels)
+              for i, (raw, _) in enumerate(probed)),
+            *(host.run(decode_pixels, array, i, image, limits.max_image_pixels)
+              for i, array in enumerate(pixels, start=len(probed))))
         array = images[0].pixels[None] if len(images) == 1 else np.stack([img.pixels for img in images])
         return Decoded(array, images)
 

@@ -75,13 +75,18 @@ class TabularKind:
             return None
         return np.asarray(spec.tabular.mean, np.float32)
 
+    def tensor_inputs(self, spec: ModelSpec) -> dict[str, tuple[str, list[int]]]:
+        """Open Inference Protocol: one FP32 row of the features per instance."""
+        return {"input": ("FP32", [-1, len(spec.features or [])])}
+
     def describe(self, spec: ModelSpec) -> dict[str, Any]:
         return {"features": [{"name": f} for f in spec.features or []], "input": None}
 
     async def decode(self, spec: ModelSpec, instances: Sequence[Any], files: Sequence[bytes],
-                     limits: RequestLimits, host: HostWork, options: ExplainOptions | None) -> Decoded:
-        if files:
-            raise InvalidInput("file parts are for image models; send tabular rows as JSON instances")
+                     limits: RequestLimits, host: HostWork, options: ExplainOptions | None,
+                     pixels: Sequence[NDArray[np.uint8]] = ()) -> Decoded:
+        if files or len(pixels):
+            raise InvalidInput("file parts and pixels are for image models; send tabular rows as JSON instances")
         rows = tabular_rows(instances, spec.features or [])  # at most MAX_INSTANCES x features: in place
         return Decoded(rows.astype(np.float32), list(rows))
 

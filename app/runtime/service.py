@@ -13,6 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
 from app.config import Settings
 from app.context import request_id_var
 from app.errors import NotAcceptable, PayloadTooLarge
@@ -67,20 +70,26 @@ class Service:
             raise PayloadTooLarge(f"{what} costs {rows} work rows (instances x passes), over {name}={limit}: send "
                                   "fewer instances or lighter parameters")
 
+    async def scores(self, entry: ModelEntry, deadline: float, route: str, instances: Sequence[Any] = (),
+                     files: Sequence[bytes] = (), pixels: Sequence[NDArray[np.uint8]] = ()) -> NDArray[np.float32]:
+        """Per instance, the class probabilities in label order (or the regression value), unrounded."""
+        count = len(instances) + len(files) + len(pixels)
+        self._check_count(count)
+        self._check_rows(entry, count, "this request")
+        decoded = await entry.kind.decode(entry.spec, instances, files, self.limits, self.host, None, pixels)
+        done = await entry.submit(PredictWork(decoded.array, request_id_var.get()), count, deadline)
+        result: PredictResult = done.value
+        self.metrics.latency.labels(route, entry.spec.name, "queue").observe(done.queue_s)
+        self.metrics.latency.labels(route, entry.spec.name, "compute").observe(done.compute_s)
+        return result.scores
+
     async def predict(self, name: str, instances: Sequence[Any], top_k: int | None,
                       deadline: float, files: Sequence[bytes] = ()) -> PredictResponse:
         entry = self.registry.get(name)
-        count = len(instances) + len(files)
-        self._check_count(count)
-        self._check_rows(entry, count, "this request")
-        decoded = await entry.kind.decode(entry.spec, instances, files, self.limits, self.host, None)
-        done = await entry.submit(PredictWork(decoded.array, request_id_var.get()), count, deadline)
-        result: PredictResult = done.value
-        self.metrics.latency.labels("predict", name, "queue").observe(done.queue_s)
-        self.metrics.latency.labels("predict", name, "compute").observe(done.compute_s)
+        scores = await self.scores(entry, deadline, "predict", instances, files)
         regression = entry.spec.task == "regression"
         return PredictResponse(model=name, predictions=[
-            answers.prediction(entry.primary.labels, regression, scores, top_k) for scores in result.scores])
+            answers.prediction(entry.primary.labels, regression, row, top_k) for row in scores])
 
     async def explain(self, name: str, request: ExplainRequest, deadline: float,
                       files: Sequence[bytes] = (), want_png: bool = False) -> ExplainAnswer:

@@ -21,7 +21,7 @@ import pytest
 from tests.conftest import ROOT, LiveServer
 from tests.fixtures.doc_blocks import Block, blocks, json_matches, parse_shown_json, text_matches
 
-DOCUMENTS = [ROOT / "README.md", ROOT / "docs" / "api.md"]
+DOCUMENTS = [ROOT / "README.md", ROOT / "docs" / "api.md", ROOT / "docs" / "api-v2.md"]
 EXAMPLES = [block for document in DOCUMENTS for block in blocks(document)]
 
 

@@ -107,6 +107,16 @@ def valid_instances(model: str) -> st.SearchStrategy[list[Any]]:
     return st.lists(st.lists(finite, min_size=width, max_size=width), min_size=1, max_size=3)
 
 
+def valid_tensor(model: str) -> st.SearchStrategy[dict[str, Any]]:
+    """An Open Inference Protocol input the model accepts."""
+    if model == "shapes":
+        return st.lists(st.sampled_from(IMAGES), min_size=1, max_size=2).map(
+            lambda images: {"name": "image", "shape": [len(images)], "datatype": "BYTES", "data": images})
+    width = TABULAR_FEATURES[model]
+    return st.lists(st.lists(finite, min_size=width, max_size=width), min_size=1, max_size=3).map(
+        lambda rows: {"name": "input", "shape": [len(rows), width], "datatype": "FP32", "data": rows})
+
+
 @schema.parametrize()
 @EXAMPLE_SETTINGS
 def test_schema_examples_conform(case: Any, live: LiveServer) -> None:
@@ -123,12 +133,23 @@ def test_openapi_conformance(case: Any, data: st.DataObject, live: LiveServer) -
     if model is not None:
         if "model" in (case.path_parameters or {}):
             case.path_parameters["model"] = model
+        if "version" in (case.path_parameters or {}) and data.draw(st.booleans(), label="declared version"):
+            case.path_parameters["version"] = "1"
         if case.method == "POST" and case.media_type == "application/json":
             # instances the model accepts, so that fuzzed options reach the compute path; or a
             # request valid throughout (an offered method, default options)
             mode = data.draw(st.sampled_from(["fuzzed", "valid instances", "valid request", "valid request"]),
                              label="mode")
-            if mode != "fuzzed":
+            if mode != "fuzzed" and case.path.startswith("/v2/"):
+                body = case.body if isinstance(case.body, dict) and mode == "valid instances" else {}
+                body["inputs"] = [data.draw(valid_tensor(model), label="tensor")]
+                if mode == "valid request":
+                    case.headers = {k: v for k, v in (case.headers or {}).items()
+                                    if k.lower() not in ("x-request-timeout", "inference-header-content-length")}
+                    if "version" in (case.path_parameters or {}):
+                        case.path_parameters["version"] = "1"
+                case.body = body
+            elif mode != "fuzzed":
                 body = case.body if isinstance(case.body, dict) else {}
                 if mode == "valid request":
                     body = {}
@@ -151,6 +172,7 @@ def test_fuzzing_reached_the_models() -> None:
     answered = [(path, n) for (method, path, status), n in STATUSES.items() if status == 200 and method == "POST"]
     assert sum(n for path, n in answered if "predict" in path) >= 2, STATUSES
     assert sum(n for path, n in answered if "explain" in path) >= 2, STATUSES
+    assert sum(n for path, n in answered if path.endswith("/infer")) >= 2, STATUSES
     assert not [key for key in STATUSES if key[2] >= 500 and key[2] != 504]
     print("fuzzed responses:", sum(STATUSES.values()), dict(sorted(STATUSES.items())))
 

@@ -20,6 +20,7 @@ from app.inference.catalog import ImageSpec
 from app.inference.inputs import (
     decode_image,
     decode_image_bytes,
+    decode_pixels,
     image_bytes,
     model_view,
     open_image,
@@ -466,3 +467,23 @@ def test_valid_rows_round_trip(values: list[list[float]]) -> None:
     expected = np.array(values, dtype=np.float64).reshape(len(values), 3)
     assert np.array_equal(by_array, expected)
     assert np.array_equal(by_name, expected)
+
+
+@pytest.mark.parametrize("resize", ["stretch", "shorter_side_crop"])
+def test_pixels_decode_like_the_same_image_as_a_file(resize: str) -> None:
+    """The Open Inference Protocol's UINT8 pixels take the path of a decoded file from the resize on."""
+    image = smooth_image(77, 50)
+    spec = ImageSpec(size=(32, 40), resize=resize)  # type: ignore[arg-type]
+    from_file = decode_image_bytes(encode(image, "PNG"), 0, spec, BIG)
+    from_pixels = decode_pixels(np.asarray(image, dtype=np.uint8), 0, spec, BIG)
+    assert np.array_equal(from_file.pixels, from_pixels.pixels)
+    assert from_file.crop_box == from_pixels.crop_box
+    assert np.array_equal(np.asarray(from_pixels.image), np.asarray(image))
+
+
+def test_pixels_must_be_rgb_and_within_the_pixel_limit() -> None:
+    with pytest.raises(InvalidInput, match="instance 2: pixels must have 3 channels"):
+        decode_pixels(np.zeros((4, 4, 4), dtype=np.uint8), 2, ImageSpec(size=(8, 8)), BIG)
+    decode_pixels(np.zeros((4, 5, 3), dtype=np.uint8), 0, ImageSpec(size=(8, 8)), 20)
+    with pytest.raises(PayloadTooLarge, match="instance 1: 5x4 = 20 pixels exceeds MAX_IMAGE_PIXELS=19"):
+        decode_pixels(np.zeros((4, 5, 3), dtype=np.uint8), 1, ImageSpec(size=(8, 8)), 19)
