@@ -166,7 +166,8 @@ def test_deadline_health_readiness_and_metrics(service: ServiceOnRay, cluster: R
         found = set()
         for port in cluster.metrics_ports:
             text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-            found |= {r for r in replicas if f'replica="{r}"' in text and "ray_serve_deployment_request_counter" in text}
+            counters = [line for line in text.splitlines() if line.startswith("ray_serve_deployment_request_counter")]
+            found |= {r for r in replicas if any(f'replica="{r}"' in line for line in counters)}
         return found if found == replicas else set()
 
     wait_for(exported, "per-replica request counters on the nodes' metrics endpoints", timeout=120)
