@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     """GPUs per replica; none: 1 when DEVICE is not cpu and the cluster has GPUs, else 0."""
     ray_proxy_location: Literal["EveryNode", "HeadOnly"] = "EveryNode"
 
+    @field_validator("ray_address", "ray_max_replicas", "ray_max_ongoing_requests", "ray_replica_gpus",
+                     mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:

@@ -44,18 +44,22 @@ def replica_gpus(settings: Settings, cluster_gpus: float) -> float:
     return 1.0 if settings.device != "cpu" and cluster_gpus >= 1 else 0.0
 
 
-def check(settings: Settings, cluster_gpus: float) -> None:
+def check(settings: Settings) -> None:
+    """What can be told before joining the cluster."""
     if settings.ray_max_replicas is not None and settings.ray_max_replicas < settings.ray_min_replicas:
         raise ClusterConfigError("RAY_MAX_REPLICAS must be at least RAY_MIN_REPLICAS")
     if settings.ray_target_ongoing_requests > max_ongoing_requests(settings):
         raise ClusterConfigError(
             f"RAY_TARGET_ONGOING_REQUESTS ({settings.ray_target_ongoing_requests:g}) must not exceed the "
             f"requests a replica holds (RAY_MAX_ONGOING_REQUESTS, {max_ongoing_requests(settings)})")
+    if settings.device.startswith("cuda:"):
+        raise ClusterConfigError(f"DEVICE={settings.device}: on Ray each replica owns its GPUs; use DEVICE=cuda")
+
+
+def check_devices(settings: Settings, cluster_gpus: float) -> None:
     gpus = replica_gpus(settings, cluster_gpus)
     if settings.device.startswith("cuda") and gpus == 0:
         raise ClusterConfigError(f"DEVICE={settings.device}, but the cluster has no GPU for the replicas")
-    if settings.device.startswith("cuda:"):
-        raise ClusterConfigError(f"DEVICE={settings.device}: on Ray each replica owns its GPUs; use DEVICE=cuda")
 
 
 def replica_settings(settings: Settings, cluster_gpus: float) -> dict[str, Any]:
@@ -84,7 +88,8 @@ def autoscaling(settings: Settings) -> dict[str, Any] | None:
 
 def deployment_options(settings: Settings, cluster_gpus: float) -> dict[str, Any]:
     """Keyword arguments of `Deployment.options` for the service's deployment."""
-    check(settings, cluster_gpus)
+    check(settings)
+    check_devices(settings, cluster_gpus)
     options: dict[str, Any] = {
         "name": DEPLOYMENT,
         "ray_actor_options": {"num_cpus": settings.ray_replica_cpus,

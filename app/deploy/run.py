@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 def run(settings: Settings) -> None:
     """Raises `options.ClusterConfigError` for settings that cannot make a deployment."""
+    options.check(settings)
     local = settings.ray_address is None
     ray.init(address=settings.ray_address, logging_level=logging.WARNING)
     try:
