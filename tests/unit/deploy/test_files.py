@@ -51,3 +51,19 @@ def test_serve_config_builds_the_service(name: str, monkeypatch: pytest.MonkeyPa
     assert deployment.ray_actor_options["num_cpus"] == want["ray_actor_options"]["num_cpus"]
     (values,) = deployment._replica_config.init_args
     assert values == options.replica_settings(Settings(**args), 0)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("state", "healthy"), [("ready", True), ("draining", True), ("starting", False)])
+async def test_replica_health_follows_the_registry(state: str, healthy: bool) -> None:
+    from types import SimpleNamespace
+
+    from app.deploy.ray import ExplainServe
+
+    replica = SimpleNamespace(_app=SimpleNamespace(state=SimpleNamespace(
+        service=SimpleNamespace(registry=SimpleNamespace(state=state)))))
+    if healthy:
+        await ExplainServe.check_health(replica)  # type: ignore[arg-type]
+    else:
+        with pytest.raises(RuntimeError, match=state):
+            await ExplainServe.check_health(replica)  # type: ignore[arg-type]
