@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -61,6 +61,33 @@ class Settings(BaseSettings):
     """Workers decoding images and rendering overlays, charts and PNGs; 0 = the host's CPU count."""
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
+
+    # Cluster mode (`explainserve serve --ray`, app/deploy): one replica of the whole service per device.
+    ray_address: str | None = Field(None, validation_alias=AliasChoices("ray_address", "RAY_ADDRESS"))
+    """The Ray cluster to join (`host:port` of its head, `ray://...`, `auto`); none: start a local one."""
+    ray_replicas: int = Field(1, ge=1)
+    """Fixed replica count, used unless RAY_MAX_REPLICAS turns autoscaling on."""
+    ray_min_replicas: int = Field(1, ge=0)
+    ray_max_replicas: int | None = Field(None, ge=1)
+    """Set: autoscale between RAY_MIN_REPLICAS and this on ongoing requests per replica."""
+    ray_target_ongoing_requests: float = Field(16.0, gt=0.0)
+    ray_upscale_delay_s: float = Field(30.0, ge=0.0)
+    ray_downscale_delay_s: float = Field(600.0, ge=0.0)
+    ray_max_ongoing_requests: int | None = Field(None, ge=1)
+    """Requests one replica holds at once (running and in its own queue); none: 2 x MAX_BATCH_SIZE,
+    so a batch can form while the previous one runs."""
+    ray_max_queued_requests: int = Field(256, ge=-1)
+    """Requests a Serve proxy holds while every replica is full; beyond it, 429 (-1: no bound)."""
+    ray_replica_cpus: float = Field(1.0, ge=0.0)
+    ray_replica_gpus: float | None = Field(None, ge=0.0)
+    """GPUs per replica; none: 1 when DEVICE is not cpu and the cluster has GPUs, else 0."""
+    ray_proxy_location: Literal["EveryNode", "HeadOnly"] = "EveryNode"
+
+    @field_validator("ray_address", "ray_max_replicas", "ray_max_ongoing_requests", "ray_replica_gpus",
+                     mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod

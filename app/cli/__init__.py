@@ -1,6 +1,7 @@
 """`explainserve` (also `python -m app.cli`): run the service, or call one from the shell.
 
     explainserve serve --device cpu                       # like `python -m app`, flags over env
+    explainserve serve --ray --replicas 2                 # on Ray Serve (RAY_ADDRESS, or a local cluster)
     explainserve models
     explainserve predict purchase '{"age": 31, "monthly_spend": 420, ...}'
     explainserve explain shapes photo.png --out overlays/
@@ -60,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--models", help="catalog path (env MODELS, default models/catalog.toml)")
     serve.add_argument("--device", help="auto, cpu, cuda or cuda:N (env DEVICE, default auto)")
     serve.add_argument("--log-level", help="log level (env LOG_LEVEL, default INFO)")
+    cluster = serve.add_argument_group("cluster mode (needs the ray extra: pip install '.[ray]')")
+    cluster.add_argument("--ray", action="store_true",
+                         help="serve on Ray Serve: a replica per device of the cluster at RAY_ADDRESS "
+                              "(none: a local cluster), HTTP on --host/--port")
+    cluster.add_argument("--replicas", type=int, help="fixed replica count (env RAY_REPLICAS, default 1)")
+    cluster.add_argument("--min-replicas", type=int, help="autoscaling: fewest replicas (env RAY_MIN_REPLICAS)")
+    cluster.add_argument("--max-replicas", type=int,
+                         help="autoscaling on ongoing requests up to this many replicas (env RAY_MAX_REPLICAS)")
 
     models = sub.add_parser("models", parents=[common], help="list the served models")
     models.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -103,7 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "concurrency", 1) < 1:
         parser.error("--concurrency must be at least 1")
     if args.command == "serve":
-        return cmd_serve(args)
+        try:
+            return cmd_serve(args)
+        except UsageError as exc:
+            print_error(str(exc))
+            return 2
     commands: dict[str, Callable[[Client, argparse.Namespace], int]] = {
         "models": cmd_models,
         "predict": cmd_predict,

@@ -12,6 +12,7 @@ from rich import box
 from rich.table import Table
 
 from app.cli.common import (
+    UsageError,
     attribution_table,
     emit_json,
     explanation_record,
@@ -26,20 +27,45 @@ from app.cli.common import (
 )
 from app.cli.inputs import instances
 from app.client import Client
+from app.config import Settings
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Run the service in this process, as `python -m app` does (imports the server, hence
-    torch, only here): the same draining server, flags over the environment."""
-    from app.__main__ import serve
-    from app.config import Settings
+    """Run the service in this process, as `python -m app` does (the same draining server; torch
+    is imported only here), or on a Ray cluster with `--ray`; flags over the environment."""
 
     overrides: dict[str, Any] = {}
     for name in ("host", "port", "models", "device", "log_level"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
-    serve(Settings(**overrides))
+    for flag in ("replicas", "min_replicas", "max_replicas"):
+        if getattr(args, flag) is not None:
+            overrides[f"ray_{flag}"] = getattr(args, flag)
+    if not args.ray and any(k.startswith("ray_") for k in overrides):
+        raise UsageError("--replicas, --min-replicas and --max-replicas need --ray")
+    settings = Settings(**overrides)
+    if args.ray:
+        from app.logs import configure
+
+        configure(settings.log_format, settings.log_level)
+        return serve_on_ray(settings)
+    from app.__main__ import serve
+
+    serve(settings)
+    return 0
+
+
+def serve_on_ray(settings: Settings) -> int:
+    try:
+        from app.deploy.options import ClusterConfigError
+        from app.deploy.run import run
+    except ImportError as exc:
+        raise UsageError(f"--ray needs the ray extra (pip install '.[ray]'): {exc}") from exc
+    try:
+        run(settings)
+    except ClusterConfigError as exc:
+        raise UsageError(str(exc)) from exc
     return 0
 
 
