@@ -2,7 +2,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install serve test lint bench bench-gpu train
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install wrk serve test lint bench bench-gpu train
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -10,7 +12,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) wrk
+
+# The benchmark's load generator (bench/wrk.py): Debian's wrk, installed where absent.
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { echo "installing wrk with apt-get"; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q wrk >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q wrk >/dev/null; }; }
+	@command -v wrk >/dev/null 2>&1 || { echo "wrk is missing and apt-get could not install it: install wrk 4.x (Debian's package wrk) on PATH" >&2; exit 1; }
 
 serve: install
 	$(PY) -m app
