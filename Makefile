@@ -3,8 +3,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+TS_STAMP := bench/.torchserve-venv/.installed-stamp
+# apt-get install $(1), after an apt-get update if the first try fails
+APT_INSTALL = DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $(1) >/dev/null 2>&1 || \
+	{ $(SUDO) apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $(1) >/dev/null; }
 
-.PHONY: install wrk serve test lint bench bench-gpu train
+.PHONY: install system-packages serve test lint bench bench-torchserve bench-gpu train
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -12,14 +16,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP) wrk
+# The TorchServe comparison's own venv (bench/torchserve/venv.py: TorchServe pinned, our torch).
+$(TS_STAMP): $(STAMP) bench/torchserve/venv.py
+	$(PY) -m bench.torchserve.venv
+	touch $(TS_STAMP)
 
-# The benchmark's load generator (bench/wrk.py): Debian's wrk, installed where absent.
-wrk:
-	@command -v wrk >/dev/null 2>&1 || { echo "installing wrk with apt-get"; \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q wrk >/dev/null 2>&1 || \
-		{ $(SUDO) apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q wrk >/dev/null; }; }
+install: $(STAMP) system-packages $(TS_STAMP)
+
+# The benchmark's load generator (bench/wrk.py) and TorchServe's frontend (Java), where absent.
+system-packages:
+	@command -v wrk >/dev/null 2>&1 || { echo "installing wrk with apt-get"; $(call APT_INSTALL,wrk); }
 	@command -v wrk >/dev/null 2>&1 || { echo "wrk is missing and apt-get could not install it: install wrk 4.x (Debian's package wrk) on PATH" >&2; exit 1; }
+	@command -v java >/dev/null 2>&1 || { echo "installing Java with apt-get"; $(call APT_INSTALL,openjdk-17-jre-headless); }
+	@command -v java >/dev/null 2>&1 || { echo "java is missing and apt-get could not install it: TorchServe needs Java 11 or later" >&2; exit 1; }
 
 serve: install
 	$(PY) -m app
@@ -33,6 +42,10 @@ test: lint
 
 bench: install
 	$(PY) -m bench.run --device cpu
+
+# Against TorchServe on resnet18 (about 15 minutes; not part of `make bench`): bench/results/torchserve.md
+bench-torchserve: install
+	$(PY) -m bench.torchserve
 
 train: install
 	$(PY) -m pip install -q -e '.[train]'

@@ -17,7 +17,7 @@ import httpx
 from bench import procstat
 from bench.common import BENCH, ROOT
 
-__all__ = ["Server", "child_env", "free_port", "server_env", "start_servers"]
+__all__ = ["Server", "child_env", "free_port", "server_env", "start_ours", "start_servers"]
 
 THREAD_NAMES = BENCH / "threadnames"
 """Holds the sitecustomize that gives Python threads their names at the OS level (bench/procstat.py)."""
@@ -43,6 +43,20 @@ def server_env() -> dict[str, str]:
     env = child_env()
     env["PYTHONPATH"] = str(THREAD_NAMES) + os.pathsep + env["PYTHONPATH"]
     return env
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of process group `pgid` is still there (zombies awaiting their reaper aside)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 class Server:
@@ -75,15 +89,17 @@ class Server:
         return procstat.sample(self.proc.pid)
 
     def tail(self, lines: int = 40) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         text = self.logfile.read_text(encoding="utf-8", errors="replace")
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM, then SIGKILL to the server's whole process group (it started its own session,
-        so children it leaves behind go too)."""
+        """SIGTERM to the server's process group (it started its own session: the server and its
+        children), then SIGKILL to whatever of it is left after `timeout`."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -91,24 +107,32 @@ class Server:
                 self.proc.wait()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+        # Until the group's processes are gone, they still hold memory and CPU the next server needs.
+        deadline = time.monotonic() + timeout
+        while _group_alive(self.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
         self._log.close()
+
+
+def start_ours(device: str, catalog: Path, service_env: dict[str, str], logdir: Path) -> Server:
+    """Our service (`python -m app`) on a free loopback port, not yet ready."""
+    env = {**server_env(), "MODELS": str(catalog), "HOST": "127.0.0.1", "DEVICE": device, "LOG_LEVEL": "WARNING",
+           **service_env}
+    env["PORT"] = str(free_port())
+    return Server("ours", [sys.executable, "-m", "app"], env, int(env["PORT"]), "/readyz", logdir)
 
 
 def start_servers(device: str, catalog: Path, models: Sequence[str], service_env: dict[str, str],
                   naive_serial: bool, naive_png: str, logdir: Path) -> tuple[Server, Server]:
-    """Our service (`python -m app`) and the naive server on free loopback ports, both ready."""
-    base_env = server_env()
-    ours_env = {**base_env, "MODELS": str(catalog), "HOST": "127.0.0.1", "DEVICE": device,
-                "LOG_LEVEL": "WARNING", **service_env}
-    ours_env["PORT"] = str(free_port())
-    ours = Server("ours", [sys.executable, "-m", "app"], ours_env, int(ours_env["PORT"]), "/readyz", logdir)
+    """Our service and the naive server on free loopback ports, both ready."""
+    ours = start_ours(device, catalog, service_env, logdir)
     naive_port = free_port()
     naive_argv = [sys.executable, "-m", "bench.naive_server", "--catalog", str(catalog),
                   "--port", str(naive_port), "--device", device, "--models", ",".join(models),
                   "--png", naive_png]
     if naive_serial:
         naive_argv.append("--serial")
-    naive = Server("naive", naive_argv, base_env, naive_port, "/healthz", logdir)
+    naive = Server("naive", naive_argv, server_env(), naive_port, "/healthz", logdir)
     try:
         ours.wait_ready(300)
         naive.wait_ready(300)
