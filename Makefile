@@ -8,7 +8,7 @@ TS_STAMP := bench/.torchserve-venv/.installed-stamp
 APT_INSTALL = DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $(1) >/dev/null 2>&1 || \
 	{ $(SUDO) apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $(1) >/dev/null; }
 
-.PHONY: install system-packages serve test lint bench bench-torchserve bench-gpu train
+.PHONY: install system-packages serve test lint bench bench-torchserve bench-gpu wrk-debs train
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -46,6 +46,10 @@ bench: install
 # Against TorchServe on resnet18 (about 15 minutes; not part of `make bench`): bench/results/torchserve.md
 bench-torchserve: install
 	$(PY) -m bench.torchserve
+
+# Debian's wrk packages, for bench/gpu.sh on a machine without network (bench/wrk-local.sh).
+wrk-debs:
+	mkdir -p .deb && cd .deb && apt-get download wrk libluajit-5.1-2 libluajit-5.1-common
 
 train: install
 	$(PY) -m pip install -q -e '.[train]'

@@ -55,13 +55,13 @@ def wrk_path() -> str:
 
 def client_cpu(choice: str) -> int | None:
     """The CPU to pin wrk to: "none"; a CPU number; or "auto": the last CPU this process may use
-    when there are at least 4 (a small host's cores are all needed by the server under test, and
-    pinning only moves the client's CPU between them)."""
+    when there are at least 4 and taskset is there (a small host's cores are all needed by the
+    server under test, and pinning only moves the client's CPU between them)."""
     if choice == "none":
         return None
     allowed = sorted(os.sched_getaffinity(0))
     if choice == "auto":
-        return allowed[-1] if len(allowed) >= 4 else None
+        return allowed[-1] if len(allowed) >= 4 and shutil.which("taskset") else None
     cpu = int(choice)
     if cpu not in allowed:
         raise ValueError(f"CPU {cpu} is not one this process may use ({allowed})")

@@ -135,7 +135,7 @@ def test_connections_the_server_closes_are_reopened(server: Controlled) -> None:
 def test_client_cpu_choices() -> None:
     allowed = sorted(os.sched_getaffinity(0))
     assert client_cpu("none") is None
-    assert client_cpu("auto") == (allowed[-1] if len(allowed) >= 4 else None)
+    assert client_cpu("auto") == (allowed[-1] if len(allowed) >= 4 else None)  # taskset is installed here
     assert client_cpu(str(allowed[0])) == allowed[0]
     with pytest.raises(ValueError, match="not one this process may use"):
         client_cpu(str(max(allowed) + 1000))
