@@ -43,7 +43,7 @@ test: lint
 bench: install
 	$(PY) -m bench.run --device cpu
 
-# Against TorchServe on resnet18 (about 15 minutes; not part of `make bench`): bench/results/torchserve.md
+# Against TorchServe on resnet18 (about 20 minutes; not part of `make bench`): bench/results/torchserve.md
 bench-torchserve: install
 	$(PY) -m bench.torchserve
 

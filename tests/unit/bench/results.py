@@ -7,7 +7,9 @@ from typing import Any
 
 from bench.common import RESULTS
 
-RESULT_FILES = sorted(p.stem for p in RESULTS.glob("*.json"))
+RESULT_FILES = sorted(p.stem for p in RESULTS.glob("*.json")
+                      if "scenarios" in json.loads(p.read_text(encoding="utf-8")))
+"""The matrix's results files (bench/run.py); torchserve.json is the TorchServe comparison's."""
 
 
 def stored(name: str) -> dict[str, Any]:
