@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark matrix on a CUDA machine: our service vs the naive server vs the roofline, at
-# concurrency 1, 16, 64, 128 and 256. Writes bench/results/<gpu-name>.md and .json.
+# concurrency 1, 16, 64, 128 and 256, with wrk as the load generator (as `make bench`). Writes
+# bench/results/<gpu-name>.md and .json.
 #
 #   bench/gpu.sh                                   # everything (fits in ~10 minutes on an H100)
 #   bench/gpu.sh --scenarios resnet50-ig --merge   # one scenario, merged into the results file
@@ -13,6 +14,9 @@
 # imports everything with CUDA available. Otherwise it makes .venv-gpu (--system-site-packages,
 # so a preinstalled CUDA torch is reused) and installs only what is missing, from ./.whl if that
 # wheelhouse exists (the machine may have no network), else from the index.
+#
+# wrk: from PATH, else apt-get, else Debian's packages in ./.deb/ (`make wrk-debs` on a machine with
+# network, then carry .deb/ along), unpacked by bench/wrk-local.sh. `--loadgen python` does without.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -45,6 +49,15 @@ if [ -z "$PY" ]; then
     "${PIP[@]}" --no-deps --no-build-isolation -e . >/dev/null 2>&1 || true
     "$PY" "${CHECK[@]}"
 fi
+
+case " $* " in
+    *" --loadgen python "*|*" --loadgen=python "*) ;;
+    *)
+        WRK_DIR=$(bench/wrk-local.sh)
+        if [ -n "$WRK_DIR" ]; then export PATH="$WRK_DIR:$PATH"; fi
+        echo "gpu.sh: load generator $(wrk --version 2>&1 | head -n 1 || true)" >&2
+        ;;
+esac
 
 echo "gpu.sh: using $PY ($("$PY" -c 'import torch; print(torch.__version__, torch.cuda.get_device_name(0))'))" >&2
 command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=name,driver_version,memory.total,utilization.gpu \

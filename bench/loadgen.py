@@ -91,7 +91,7 @@ class LoadResult:
     rows_per_s: float = 0.0
     """throughput_rps x rows_per_request: attribution rows (fwd+bwd rows of useful work) per second."""
     latency_ms: dict[str, float] = field(default_factory=dict)
-    """Of successful answers: p50, p95, p99, mean, min, max."""
+    """Of successful answers: p50, p90, p95, p99, mean, min, max."""
     bytes_per_response: float = 0.0
     bytes_per_request: float = 0.0
     client: str = "raw"
@@ -99,6 +99,10 @@ class LoadResult:
     """True when the duration, not the request count, ended the run."""
     sampled: dict[str, float] = field(default_factory=dict)
     """Means of the numeric fields of `sample_key` in sampled JSON answers (e.g. timings_ms)."""
+    client_cpu_s: float | None = None
+    """CPU time (user + system) the load generator itself spent on the run."""
+    details: dict[str, Any] = field(default_factory=dict)
+    """What only one client reports (bench/wrk.py: wrk's corrected latencies, its pinning)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -267,6 +271,7 @@ async def run_load(url: str, bodies: Sequence[bytes], *, concurrency: int | None
     result.client = client
     result.bytes_per_request = sum(len(b) for b in bodies) / len(bodies)
     clients: list[_Client] = []
+    cpu_start = time.process_time()
     start = time.perf_counter()
     stop_at = start + duration_s
     counter = iter(range(max_requests))
@@ -322,6 +327,7 @@ async def run_load(url: str, bodies: Sequence[bytes], *, concurrency: int | None
     finally:
         for c in clients:
             await c.aclose()
+    result.client_cpu_s = time.process_time() - cpu_start
     result.unfinished = tally.sent - len(tally.latencies) - sum(tally.errors.values())
     result.time_bounded = time.perf_counter() >= stop_at and tally.sent < max_requests
     result.sent = tally.sent
@@ -335,7 +341,8 @@ async def run_load(url: str, bodies: Sequence[bytes], *, concurrency: int | None
     lat = sorted(x * 1000.0 for x in tally.latencies)
     if lat:
         result.latency_ms = {
-            "p50": percentile(lat, 50), "p95": percentile(lat, 95), "p99": percentile(lat, 99),
+            "p50": percentile(lat, 50), "p90": percentile(lat, 90), "p95": percentile(lat, 95),
+            "p99": percentile(lat, 99),
             "mean": sum(lat) / len(lat), "min": lat[0], "max": lat[-1]}
         result.bytes_per_response = tally.response_bytes / len(lat)
     if tally.samples:

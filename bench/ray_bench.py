@@ -25,8 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import ROOT
 from bench.loadgen import run_load
-from bench.run import ROOT, Server, child_env, free_port, machine_info
+from bench.machine import machine_info
+from bench.servers import Server, child_env, free_port
 from tests.fixtures.ray_cluster import RayCluster, wait_for
 from tests.fixtures.ray_service import ServiceOnRay
 
