@@ -180,6 +180,9 @@ class Explanation(BaseModel):
     target: Target
     convergence_delta: float | None = Field(
         description="IG-family methods: sum(attributions) - (F(x) - F(baseline)); null for other methods")
+    n_steps: int | None = _optional('Integrated gradients with n_steps "auto": the steps this explanation used')
+    converged: bool | None = _optional('Integrated gradients with n_steps "auto": whether |convergence_delta| met '
+                                       "the tolerance (false: max_steps were not enough)")
     overlay: str | None = _optional("Image: PNG data URI, the heatmap blended over the submitted image, at its "
                                     "aspect ratio")
     heatmap: str | None = _optional("Image: PNG data URI, RGBA colour map alone, transparent where attribution "

@@ -15,6 +15,7 @@ from app.inference.explained import TargetScalar, requested_targets, resolve_pre
 from app.inference.interrupt import checkpoint
 from app.inference.loading import LoadedModel
 from app.inference.methods import METHODS
+from app.inference.methods.base import Attributed
 from app.inference.params import MethodParams
 
 
@@ -57,6 +58,10 @@ class ExplainResult:
     attributions: NDArray[np.float32]
     """Shaped like the inputs (images: channels kept; GradCAM: 1 x H x W)."""
     deltas: NDArray[np.float32] | None
+    steps: NDArray[np.int64] | None = None
+    """Integrated gradients to a tolerance: the steps each row used ..."""
+    converged: NDArray[np.bool_] | None = None
+    """... and whether its delta met the tolerance."""
 
 
 Work = PredictWork | ExplainWork
@@ -103,6 +108,10 @@ def _finite_or_error(result: R, *arrays: tuple[str, NDArray[np.float32] | None])
     return result
 
 
+def _attributed(out: tuple[torch.Tensor, torch.Tensor | None] | Attributed) -> Attributed:
+    return out if isinstance(out, Attributed) else Attributed(*out)
+
+
 def run_batch(model: LoadedModel, work: Sequence[Work], max_rows: int) -> list[Result | InvalidInput]:
     """Compute a batch whose items share a kind, method and parameters; an item whose numbers are
     not finite is answered with its own 422."""
@@ -123,7 +132,7 @@ def run_batch(model: LoadedModel, work: Sequence[Work], max_rows: int) -> list[R
         # One forward serves both the predictions and the attribution.
         forward = TargetScalar(model, record=True)
         with torch.enable_grad():
-            attr, delta = method.attribute(forward, x.clone(), requested, first.params, max_rows)
+            out = _attributed(method.attribute(forward, x.clone(), requested, first.params, max_rows))
         outputs = torch.cat(forward.outputs)
         if outputs.shape[0] != x.shape[0]:
             raise InternalError(f"{first.method} ran {outputs.shape[0]} forward rows for {x.shape[0]}")
@@ -131,13 +140,15 @@ def run_batch(model: LoadedModel, work: Sequence[Work], max_rows: int) -> list[R
     else:
         scores = _predicted_scores(model, x, max_rows)
         with torch.enable_grad():
-            attr, delta = method.attribute(TargetScalar(model), x.clone(), resolve_predicted(model, requested, scores),
-                                           first.params, max_rows)
+            out = _attributed(method.attribute(TargetScalar(model), x.clone(),
+                                               resolve_predicted(model, requested, scores), first.params, max_rows))
     targets = resolve_predicted(model, requested, scores)
-    if attr.shape[0] != x.shape[0]:
-        raise InternalError(f"{first.method} returned {attr.shape[0]} rows for {x.shape[0]}")
-    attr_host = attr.detach().float().cpu().numpy()
-    delta_host = delta.detach().float().cpu().numpy().reshape(-1) if delta is not None else None
+    if out.attr.shape[0] != x.shape[0]:
+        raise InternalError(f"{first.method} returned {out.attr.shape[0]} rows for {x.shape[0]}")
+    attr_host = out.attr.detach().float().cpu().numpy()
+    delta_host = out.delta.detach().float().cpu().numpy().reshape(-1) if out.delta is not None else None
+    steps_host = out.steps.cpu().numpy() if out.steps is not None else None
+    converged_host = out.converged.cpu().numpy() if out.converged is not None else None
     score_host = scores.float().cpu().numpy()
     target_host = targets.cpu().numpy()
     results: list[Result | InvalidInput] = []
@@ -145,7 +156,9 @@ def run_batch(model: LoadedModel, work: Sequence[Work], max_rows: int) -> list[R
     for size in sizes:
         rows = slice(start, start + size)
         item = ExplainResult(score_host[rows], target_host[rows], attr_host[rows],
-                             delta_host[rows] if delta_host is not None else None)
+                             delta_host[rows] if delta_host is not None else None,
+                             steps_host[rows] if steps_host is not None else None,
+                             converged_host[rows] if converged_host is not None else None)
         checked = _finite_or_error(item, ("output", item.scores), ("attribution", item.attributions),
                                    ("convergence delta", item.deltas))
         if isinstance(checked, InvalidInput) and size > 1:  # name the instance within its own request

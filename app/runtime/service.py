@@ -117,6 +117,8 @@ class Service:
                         target=answers.target(labels, regression, scores, int(target)),
                         convergence_delta=(answers.round_significant(float(result.deltas[i]))
                                            if method.reports_delta and result.deltas is not None else None),
+                        n_steps=int(result.steps[i]) if result.steps is not None else None,
+                        converged=bool(result.converged[i]) if result.converged is not None else None,
                         **part.fields)
             for i, (prediction, scores, target, part) in enumerate(
                 zip(predictions, result.scores, result.targets, parts, strict=True))]

@@ -151,7 +151,8 @@ def test_model_info_lists_exactly_the_supported_methods(client: httpx.Client, mo
     methods = _info(client, model)
     assert list(methods) == (IMAGE_METHODS if model == "shapes" else TABULAR_METHODS)
     assert info["default_method"] in methods
-    assert methods["integrated_gradients"] == {"n_steps": 32, "baseline": "zeros", "method": "gausslegendre"}
+    expected = ({"n_steps": 32} if model == "shapes" else {"n_steps": "auto", "tolerance": 0.01, "max_steps": 128})
+    assert methods["integrated_gradients"] == {**expected, "baseline": "zeros", "method": "gausslegendre"}
     for stochastic in ("gradient_shap", "smoothgrad", *([] if model == "shapes" else ["kernel_shap"])):
         assert methods[stochastic]["seed"] == 0
     if model != "shapes":
@@ -399,6 +400,32 @@ def test_chart_and_summary(client: httpx.Client) -> None:
     assert "summary" not in plain or plain["summary"] is None
     regression = _post(client, "diabetes", {"instances": [_tabular_instance("diabetes")], "outputs": ["summary"]})
     assert regression.status_code == 200 and regression.json()["explanations"][0]["summary"]
+
+
+def test_integrated_gradients_to_a_tolerance(client: httpx.Client) -> None:
+    """Tabular models default to n_steps "auto": each explanation says the steps it used and whether
+    |convergence_delta| met the tolerance; a fixed n_steps answer carries neither. Admission counts
+    the worst case (every level: 16 + 32 + 64 + 128 steps + 2 forwards per instance), so the most
+    instances a request may have (64) fit MAX_REQUEST_ROWS at the defaults, and a larger cap is
+    refused with 413 before anything is queued."""
+    rows = [_tabular_instance("breast-cancer", i) for i in range(3)]
+    answer = _post(client, "breast-cancer", {"instances": rows, "method": "integrated_gradients",
+                                             "params": {"tolerance": 0.02}}).json()
+    assert answer["params"] == {"n_steps": "auto", "tolerance": 0.02, "max_steps": 128, "baseline": "zeros",
+                                "method": "gausslegendre"}
+    for item in answer["explanations"]:
+        assert item["n_steps"] in (16, 32, 64, 128) and isinstance(item["converged"], bool)
+        gap = sum(a["attribution"] for a in item["attributions"]) - item["convergence_delta"]
+        if item["converged"]:
+            assert abs(item["convergence_delta"]) <= 0.02 * abs(gap) * 1.001 + 1e-5
+    fixed = _post(client, "breast-cancer", {"instances": rows[:1], "params": {"n_steps": 8, "tolerance": 0.5}}).json()
+    assert fixed["params"] == {"n_steps": 8, "baseline": "zeros", "method": "gausslegendre"}
+    assert "n_steps" not in fixed["explanations"][0] and "converged" not in fixed["explanations"][0]
+    full = _post(client, "purchase", {"instances": [_tabular_instance("purchase", i) for i in range(64)]})
+    assert full.status_code == 200 and len(full.json()["explanations"]) == 64
+    capped = _post(client, "purchase", {"instances": [_tabular_instance("purchase", i) for i in range(64)],
+                                        "params": {"max_steps": 256}})
+    assert capped.status_code == 413 and "MAX_REQUEST_ROWS" in capped.json()["detail"]
 
 
 def test_convergence_delta_and_timings(client: httpx.Client) -> None:

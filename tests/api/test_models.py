@@ -27,13 +27,20 @@ def specs(live: LiveServer) -> dict[str, ModelSpec]:
 
 
 def check_schema(schema: dict, params: dict) -> None:  # type: ignore[type-arg]
-    """A method's parameter schema: an object of exactly its params, whose defaults are the resolved ones."""
+    """A method's parameter schema: an object of its params, whose defaults are the resolved ones.
+    Parameters that apply only with another's value (tolerance and max_steps: n_steps "auto") are
+    in the schema, with the default they take then, and in the params only where they apply."""
     assert schema["type"] == "object" and schema["additionalProperties"] is False
-    assert set(schema["properties"]) == set(params)
+    assert set(params) <= set(schema["properties"])
+    assert set(schema["properties"]) - set(params) <= {"tolerance", "max_steps"}
     for name, prop in schema["properties"].items():
-        assert prop["default"] == params[name], name
-        if prop.get("type") in ("integer", "number"):
-            assert prop["minimum"] <= params[name] <= prop["maximum"], name
+        default = params.get(name, prop["default"])
+        assert prop["default"] == default, name
+        options = prop.get("anyOf", [prop])
+        for option in options:
+            if option.get("type") in ("integer", "number") and isinstance(default, int | float):
+                assert option.get("minimum", default) <= default <= option["maximum"], name
+                assert option.get("exclusiveMinimum", default - 1) < default, name
 
 
 def check_info(info: dict, spec: ModelSpec) -> None:  # type: ignore[type-arg]
@@ -54,7 +61,8 @@ def check_info(info: dict, spec: ModelSpec) -> None:  # type: ignore[type-arg]
         assert set(method) == {"name", "params", "schema"} and isinstance(method["params"], dict)
         check_schema(method["schema"], method["params"])
     params = {m["name"]: m["params"] for m in info["methods"]}
-    assert params["integrated_gradients"]["n_steps"] == 32
+    # integrated gradients to a tolerance by default where a forward is cheap (tabular), 32 steps for images
+    assert params["integrated_gradients"]["n_steps"] == (32 if spec.kind == "image" else "auto")
     assert params["integrated_gradients"]["baseline"] == "zeros"
     assert "n_samples" in params["gradient_shap"] and "stdevs" in params["gradient_shap"]
     if spec.kind == "tabular":
@@ -116,7 +124,10 @@ def test_demo_model_facts(client: httpx.Client) -> None:
 def test_method_schemas_give_types_bounds_and_choices(client: httpx.Client) -> None:
     schemas = {m["name"]: m["schema"]["properties"] for m in client.get("/v1/models/shapes").json()["methods"]}
     steps = schemas["integrated_gradients"]["n_steps"]
-    assert (steps["type"], steps["minimum"], steps["maximum"], steps["default"]) == ("integer", 1, 1024, 32)
+    assert steps["anyOf"] == [{"type": "integer", "minimum": 1, "maximum": 1024}, {"type": "string", "enum": ["auto"]}]
+    assert steps["default"] == 32
+    ig = schemas["integrated_gradients"]
+    assert (ig["tolerance"]["default"], ig["max_steps"]["default"]) == (0.01, 128)  # what n_steps "auto" takes
     assert "gausslegendre" in schemas["integrated_gradients"]["method"]["enum"]
     f32 = {"type": "number", "minimum": -3.4028234663852886e38, "maximum": 3.4028234663852886e38}
     assert schemas["integrated_gradients"]["baseline"]["anyOf"] == [

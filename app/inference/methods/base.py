@@ -27,7 +27,23 @@ from app.inference.params import MethodParams
 
 Attribution = tuple[torch.Tensor, torch.Tensor | None]
 """Per-row attributions shaped like the inputs (GradCAM: N x 1 x H x W) and per-row deltas."""
-AttributeFn = Callable[[TargetScalar, torch.Tensor, torch.Tensor, Any, int], Attribution]
+
+
+@dataclass(frozen=True)
+class Attributed:
+    """An attribution with what some methods add per row."""
+
+    attr: torch.Tensor
+    delta: torch.Tensor | None = None
+    steps: torch.Tensor | None = None
+    """Integrated gradients to a tolerance: the steps each row used."""
+    converged: torch.Tensor | None = None
+    """... and whether its delta met the tolerance."""
+    spread: torch.Tensor | None = None
+    """Stochastic methods over several runs: the standard error of each attribution (like `attr`)."""
+
+
+AttributeFn = Callable[[TargetScalar, torch.Tensor, torch.Tensor, Any, int], Attribution | Attributed]
 """(explained function, inputs, per-row targets, parameters, most rows per forward) -> attribution."""
 
 
