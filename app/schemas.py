@@ -132,7 +132,8 @@ class ExplainRequest(_Strict):
                                    "methods); unknown or out-of-range keys are a 422")
     outputs: list[OutputName] | None = Field(
         None, description='Image models: any of "overlay" (default), "heatmap", "attributions"; tabular '
-                          'models: "chart", "summary" (attributions are always there)')
+                          'models: "chart", "summary" (attributions are always there); both: "faithfulness" '
+                          "(deletion and insertion AUC, at extra forward passes)")
     render: RenderOptions = Field(default_factory=RenderOptions)
     top_k: int | None = _TOP_K
     model: str | None = _MODEL
@@ -175,6 +176,25 @@ class Target(BaseModel):
     score: float | None = Field(description="Its probability; null for regression")
 
 
+class Faithfulness(BaseModel):
+    """How faithful an explanation is to the model (the RISE paper's metrics): the area under the
+    target's score as the features (or pixels) are removed, resp. inserted, most important first."""
+
+    deletion_auc: float = Field(description="Lower is more faithful: the score falls fast as the evidence goes")
+    insertion_auc: float = Field(description="Higher is more faithful: the score rises fast as the evidence comes")
+
+
+class Spread(BaseModel):
+    """How sure a sampling method's answer is: the attributions are the mean of `runs` independent
+    runs (seeds seed, seed + 1, ...), and these are their standard errors."""
+
+    runs: int
+    relative_error: float = Field(description="sqrt(sum of squared standard errors) / sqrt(sum of squared "
+                                              "attributions): the noise left, relative to the answer")
+    standard_errors: list[float] | None = _optional("Tabular: each attribution's standard error, in declared "
+                                                    "feature order")
+
+
 class Explanation(BaseModel):
     prediction: Prediction
     target: Target
@@ -183,6 +203,8 @@ class Explanation(BaseModel):
     n_steps: int | None = _optional('Integrated gradients with n_steps "auto": the steps this explanation used')
     converged: bool | None = _optional('Integrated gradients with n_steps "auto": whether |convergence_delta| met '
                                        "the tolerance (false: max_steps were not enough)")
+    spread: Spread | None = _optional("Sampling methods with runs > 1: the standard error of the attributions")
+    faithfulness: Faithfulness | None = _optional('On request (outputs "faithfulness"): deletion and insertion AUC')
     overlay: str | None = _optional("Image: PNG data URI, the heatmap blended over the submitted image, at its "
                                     "aspect ratio")
     heatmap: str | None = _optional("Image: PNG data URI, RGBA colour map alone, transparent where attribution "

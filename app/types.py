@@ -11,10 +11,11 @@ Sign = Literal["absolute", "positive", "negative", "all"]
 """Which part of an attribution map to show (Captum's `sign`)."""
 ImageOutput = Literal["overlay", "heatmap", "attributions"]
 TabularOutput = Literal["chart", "summary"]
-OutputName = Literal[ImageOutput, TabularOutput]
+OutputName = Literal[ImageOutput, TabularOutput, "faithfulness"]
+"""What an explanation may carry beyond its attributions; "faithfulness" is for every kind."""
 MethodName = Literal[
     "integrated_gradients", "gradient_shap", "saliency", "input_x_gradient", "smoothgrad",
-    "gradcam", "occlusion", "feature_ablation", "kernel_shap",
+    "gradcam", "occlusion", "feature_ablation", "kernel_shap", "lime", "deeplift", "deeplift_shap",
 ]
 Colormap = Literal[
     "jet", "viridis", "inferno", "magma", "plasma", "turbo", "hot", "gray",

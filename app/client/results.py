@@ -103,11 +103,18 @@ class Explanation:
     H x W float32 array (image, at the model's input size) when asked for with
     `outputs=["attributions"]`; None otherwise. `overlay`, `heatmap` and `chart` are the data
     URIs as sent (ready for `<img src>`); the `*_png` properties decode them to PNG bytes.
+    `n_steps` and `converged` (integrated gradients with n_steps "auto"), `faithfulness`
+    (`{"deletion_auc", "insertion_auc"}`, when asked for) and `spread` (sampling methods with
+    runs > 1) are as the API answers them; None where they do not apply.
     """
 
     prediction: Prediction
     target: Target
     convergence_delta: float | None = None
+    n_steps: int | None = None
+    converged: bool | None = None
+    faithfulness: dict[str, float] | None = None
+    spread: dict[str, Any] | None = None
     attributions: list[FeatureAttribution] | NDArray[np.float32] | None = None
     overlay: str | None = None
     heatmap: str | None = None
@@ -129,6 +136,10 @@ class Explanation:
             prediction=Prediction.from_json(data.get("prediction") or {}),
             target=Target.from_json(data["target"]),
             convergence_delta=data.get("convergence_delta"),
+            n_steps=data.get("n_steps"),
+            converged=data.get("converged"),
+            faithfulness=data.get("faithfulness"),
+            spread=data.get("spread"),
             attributions=attributions,
             overlay=data.get("overlay"),
             heatmap=data.get("heatmap"),

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 
 from app.errors import ErrorItem, InternalError, InvalidInput
+from app.inference import faithfulness
 from app.inference.explained import TargetScalar, requested_targets, resolve_predicted, scores_from_outputs
 from app.inference.interrupt import checkpoint
 from app.inference.loading import LoadedModel
@@ -39,6 +40,8 @@ class ExplainWork:
     method: str
     params: MethodParams
     request_id: str = "-"
+    faithfulness: bool = False
+    """Also the deletion and insertion AUC of each explanation (app.inference.faithfulness)."""
 
     @property
     def key(self) -> tuple[str, MethodParams]:
@@ -62,6 +65,10 @@ class ExplainResult:
     """Integrated gradients to a tolerance: the steps each row used ..."""
     converged: NDArray[np.bool_] | None = None
     """... and whether its delta met the tolerance."""
+    spread: NDArray[np.float32] | None = None
+    """Stochastic methods over several runs: the standard error of each attribution."""
+    faithfulness: NDArray[np.float64] | None = None
+    """On request: per row, (deletion AUC, insertion AUC)."""
 
 
 Work = PredictWork | ExplainWork
@@ -96,7 +103,7 @@ def _not_finite(what: str, index: int) -> InvalidInput:
                         [ErrorItem(("instances", index), f"{what} not finite")])
 
 
-def _finite_or_error(result: R, *arrays: tuple[str, NDArray[np.float32] | None]) -> R | InvalidInput:
+def _finite_or_error(result: R, *arrays: tuple[str, NDArray[np.floating[Any]] | None]) -> R | InvalidInput:
     """An item whose numbers are not all finite gets a 422 instead: a null never reaches an answer."""
     for what, array in arrays:
         if array is None:
@@ -106,6 +113,18 @@ def _finite_or_error(result: R, *arrays: tuple[str, NDArray[np.float32] | None])
         if bad.size:
             return _not_finite(what, int(bad[0]))
     return result
+
+
+def _faithfulness(model: LoadedModel, asked: Sequence[bool], sizes: Sequence[int], x: torch.Tensor,
+                  attr: torch.Tensor, targets: torch.Tensor, max_rows: int) -> NDArray[np.float64] | None:
+    """Deletion and insertion AUC of the rows of the items that asked (N x 2; other rows NaN)."""
+    wanted = np.repeat(np.asarray(asked, dtype=bool), sizes)
+    if not wanted.any():
+        return None
+    rows = torch.from_numpy(np.flatnonzero(wanted)).to(x.device)
+    out = np.full((x.shape[0], 2), np.nan)
+    out[wanted] = faithfulness.areas(faithfulness.curves(model, x[rows], attr[rows], targets[rows], max_rows))
+    return out
 
 
 def _attributed(out: tuple[torch.Tensor, torch.Tensor | None] | Attributed) -> Attributed:
@@ -149,18 +168,23 @@ def run_batch(model: LoadedModel, work: Sequence[Work], max_rows: int) -> list[R
     delta_host = out.delta.detach().float().cpu().numpy().reshape(-1) if out.delta is not None else None
     steps_host = out.steps.cpu().numpy() if out.steps is not None else None
     converged_host = out.converged.cpu().numpy() if out.converged is not None else None
+    spread_host = out.spread.detach().float().cpu().numpy() if out.spread is not None else None
+    asked = [isinstance(item, ExplainWork) and item.faithfulness for item in work]
+    faithful_host = _faithfulness(model, asked, sizes, x, out.attr.detach(), targets, max_rows)
     score_host = scores.float().cpu().numpy()
     target_host = targets.cpu().numpy()
     results: list[Result | InvalidInput] = []
     start = 0
-    for size in sizes:
+    for index, size in enumerate(sizes):
         rows = slice(start, start + size)
         item = ExplainResult(score_host[rows], target_host[rows], attr_host[rows],
                              delta_host[rows] if delta_host is not None else None,
                              steps_host[rows] if steps_host is not None else None,
-                             converged_host[rows] if converged_host is not None else None)
+                             converged_host[rows] if converged_host is not None else None,
+                             spread_host[rows] if spread_host is not None else None,
+                             faithful_host[rows] if faithful_host is not None and asked[index] else None)
         checked = _finite_or_error(item, ("output", item.scores), ("attribution", item.attributions),
-                                   ("convergence delta", item.deltas))
+                                   ("convergence delta", item.deltas), ("faithfulness", item.faithfulness))
         if isinstance(checked, InvalidInput) and size > 1:  # name the instance within its own request
             checked.detail = checked.detail.replace("instance", "an instance", 1)
         results.append(checked)

@@ -38,6 +38,9 @@ class ModelFacts:
     gradcam_layer: str | None = None
     """The catalog's `gradcam_layer`, else the last spatial layer."""
     layer_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict, compare=False)
+    reused: dict[str, str] = field(default_factory=dict, compare=False)
+    """Modules a forward calls more than once (path: class name): DeepLift cannot attribute
+    through a reused non-linearity (a torchvision ResNet block's `relu`)."""
 
     @property
     def spatial_input(self) -> bool:
@@ -61,6 +64,8 @@ def probe(name: str, module: nn.Module, example: torch.Tensor, has_mean: bool,
     net = module.get_submodule("net")
     order: dict[str, int] = {}
     shapes: dict[str, tuple[int, ...]] = {}
+    calls: dict[str, int] = {}
+    kinds: dict[str, str] = {}
     largest = example.nelement() * example.element_size()
     counter = 0
 
@@ -75,6 +80,7 @@ def probe(name: str, module: nn.Module, example: torch.Tensor, has_mean: bool,
             shapes[path] = tuple(first.shape[1:]) if isinstance(first, torch.Tensor) else ()
             counter += 1
             order[path] = counter
+            calls[path] = calls.get(path, 0) + 1
         return record
 
     handles = []
@@ -82,6 +88,7 @@ def probe(name: str, module: nn.Module, example: torch.Tensor, has_mean: bool,
     for path, sub in net.named_modules():
         if not path:
             continue
+        kinds[path] = type(sub).__name__
         try:
             handles.append(sub.register_forward_hook(hook_for(path)))
         except RuntimeError:  # TorchScript modules refuse hooks
@@ -95,8 +102,9 @@ def probe(name: str, module: nn.Module, example: torch.Tensor, has_mean: bool,
             handle.remove()
     spatial = tuple(sorted((p for p, s in shapes.items() if len(s) == 3 and s[1] > 1 and s[2] > 1),
                            key=order.__getitem__)) if hookable else ()
+    reused = {path: kinds[path] for path, n in calls.items() if n > 1} if hookable else {}
     facts = ModelFacts(name, tuple(example.shape[1:]), has_mean, -(-largest // example.shape[0]), spatial,
-                       hookable and bool(shapes), None, shapes if hookable else {})
+                       hookable and bool(shapes), None, shapes if hookable else {}, reused)
     chosen = gradcam_layer if gradcam_layer is not None else (spatial[-1] if spatial else None)
     if chosen is not None and facts.hookable:
         facts.spatial_layer(chosen, "image.gradcam_layer")

@@ -79,6 +79,8 @@ P = TypeVar("P", bound=MethodParams)
 
 
 Seed = Annotated[int, Field(ge=0, le=2**31 - 1, description="Draws the method's noise: same seed, same numbers")]
+Runs = Annotated[int, Field(ge=1, le=32, description="Independent runs, from seeds seed, seed + 1, ...: with more "
+                            "than one, the attributions are their mean and each explanation carries its spread")]
 
 
 def resolve_params(model_cls: type[P], overrides: dict[str, Any], request: dict[str, Any]) -> P:

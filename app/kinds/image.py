@@ -59,7 +59,7 @@ def _render(image: DecodedImage, attribution: NDArray[np.float32], render: dict[
 
 class ImageKind:
     name = "image"
-    outputs: frozenset[str] = frozenset({"overlay", "heatmap", "attributions"})
+    outputs: frozenset[str] = frozenset({"overlay", "heatmap", "attributions", "faithfulness"})
     example_suffixes: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp")
     """What a model's demo `examples` may be."""
     shape_key = "image.size"

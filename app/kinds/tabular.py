@@ -39,9 +39,13 @@ def _render(features: Sequence[str], values: list[float], attributions: list[flo
     return fields
 
 
+_PICTURED = frozenset({"chart", "summary"})
+"""The outputs this kind renders itself."""
+
+
 class TabularKind:
     name = "tabular"
-    outputs: frozenset[str] = frozenset({"chart", "summary"})
+    outputs: frozenset[str] = frozenset({"chart", "summary", "faithfulness"})
     example_suffixes: tuple[str, ...] = (".json",)
     """What a model's demo `examples` may be: JSON files of `{"instances": [...]}`."""
     shape_key = "features"
@@ -102,7 +106,7 @@ class TabularKind:
             fields.append({"attributions": [
                 FeatureAttribution(feature=f, value=v, attribution=float(f"{a:.6g}"))
                 for f, v, a in zip(features, values, attrs, strict=True)]})
-            if options.outputs:
+            if options.outputs & _PICTURED:
                 jobs.append(host.run(_render, features, values, attrs, headline(spec.name, prediction),
                                      options.outputs))
         for item, extra in zip(fields, await asyncio.gather(*jobs), strict=False):

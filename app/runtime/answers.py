@@ -9,7 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from app.errors import ErrorItem, InvalidInput, did_you_mean, quoted
-from app.schemas import ClassScore, Prediction, Target, TargetValue
+from app.schemas import ClassScore, Faithfulness, Prediction, Spread, Target, TargetValue
 
 DEFAULT_TOP_K = 5
 
@@ -30,6 +30,23 @@ def prediction(labels: list[str] | None, regression: bool, scores: NDArray[np.fl
                          score=round_significant(float(scores[i]))) for i in order[:k]]
     best = ranked[0]
     return Prediction(index=best.index, label=best.label, score=best.score, top_k=ranked)
+
+
+def spread(attributions: NDArray[np.float32], errors: NDArray[np.float32], params: object) -> Spread:
+    """One explanation's spread over its runs; per feature where an instance's attributions are a
+    vector (tabular rows)."""
+    total = float(np.sqrt(np.square(attributions.astype(np.float64)).sum()))
+    noise = float(np.sqrt(np.square(errors.astype(np.float64)).sum()))
+    per_feature = [round_significant(float(e)) for e in errors] if errors.ndim == 1 else None
+    relative = noise / total if total else 0.0
+    return Spread(runs=int(getattr(params, "runs", 1)), relative_error=round_significant(relative),
+                  standard_errors=per_feature)
+
+
+def faithfulness(areas: NDArray[np.float64]) -> Faithfulness:
+    """(deletion AUC, insertion AUC) as an answer shows them."""
+    deletion, insertion = (round_significant(float(a)) for a in areas)
+    return Faithfulness(deletion_auc=deletion, insertion_auc=insertion)
 
 
 def target(labels: list[str] | None, regression: bool, scores: NDArray[np.float32], index: int) -> Target:

@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 from app.config import Settings
 from app.context import request_id_var
 from app.errors import NotAcceptable, PayloadTooLarge
+from app.inference import faithfulness
 from app.inference.engine import ExplainResult, ExplainWork, PredictResult, PredictWork
 from app.kinds import ExplainOptions, RequestLimits, checked_outputs
 from app.metrics import Metrics
@@ -101,12 +102,14 @@ class Service:
         self._check_count(count)
         if want_png and (count != 1 or "overlay" not in entry.kind.outputs):
             raise NotAcceptable("Accept: image/png needs exactly one image instance")
-        rows = count * method.passes(params, entry.spec.input_shape)
+        faithful = "faithfulness" in options.outputs
+        per_instance = method.cost(params, entry.spec.input_shape)
+        rows = count * (per_instance + (faithfulness.passes(entry.spec.input_shape) if faithful else 0))
         self._check_rows(entry, rows, f"{method.name} with these parameters on {count} instance(s)")
         labels, regression = entry.primary.labels, entry.spec.task == "regression"
         targets = answers.resolve_targets(labels, entry.classes, regression, request.target, count)
         decoded = await entry.kind.decode(entry.spec, request.instances, files, self.limits, self.host, options)
-        work = ExplainWork(decoded.array, targets, method.name, params, request_id_var.get())
+        work = ExplainWork(decoded.array, targets, method.name, params, request_id_var.get(), faithful)
         done = await entry.submit(work, rows, deadline)
         result: ExplainResult = done.value
         render_started = time.perf_counter()
@@ -119,6 +122,10 @@ class Service:
                                            if method.reports_delta and result.deltas is not None else None),
                         n_steps=int(result.steps[i]) if result.steps is not None else None,
                         converged=bool(result.converged[i]) if result.converged is not None else None,
+                        spread=answers.spread(result.attributions[i], result.spread[i], params)
+                        if result.spread is not None else None,
+                        faithfulness=answers.faithfulness(result.faithfulness[i])
+                        if result.faithfulness is not None else None,
                         **part.fields)
             for i, (prediction, scores, target, part) in enumerate(
                 zip(predictions, result.scores, result.targets, parts, strict=True))]

@@ -26,12 +26,13 @@ from tests.fixtures.probes import batch_counts
 EXAMPLES = ROOT / "models" / "shapes" / "examples"
 TABULAR = ("breast-cancer", "purchase", "diabetes")
 TABULAR_METHODS = ["integrated_gradients", "gradient_shap", "saliency", "input_x_gradient",
-                   "smoothgrad", "feature_ablation", "kernel_shap"]
+                   "smoothgrad", "feature_ablation", "kernel_shap", "lime", "deeplift", "deeplift_shap"]
 IMAGE_METHODS = ["integrated_gradients", "gradient_shap", "saliency", "input_x_gradient",
-                 "smoothgrad", "gradcam", "occlusion"]
+                 "smoothgrad", "gradcam", "occlusion", "lime", "deeplift", "deeplift_shap"]
 LIGHT = {  # light parameters for the CNN on a busy CPU; the routes and code paths are the same
     "integrated_gradients": {"n_steps": 4}, "gradient_shap": {"n_samples": 2},
-    "smoothgrad": {"n_samples": 2}, "occlusion": {"window": 32, "stride": 32},
+    "smoothgrad": {"n_samples": 2}, "occlusion": {"window": 32, "stride": 32}, "lime": {"n_samples": 16},
+    "deeplift_shap": {"n_baselines": 2},
 }
 
 
@@ -153,8 +154,9 @@ def test_model_info_lists_exactly_the_supported_methods(client: httpx.Client, mo
     assert info["default_method"] in methods
     expected = ({"n_steps": 32} if model == "shapes" else {"n_steps": "auto", "tolerance": 0.01, "max_steps": 128})
     assert methods["integrated_gradients"] == {**expected, "baseline": "zeros", "method": "gausslegendre"}
-    for stochastic in ("gradient_shap", "smoothgrad", *([] if model == "shapes" else ["kernel_shap"])):
-        assert methods[stochastic]["seed"] == 0
+    for stochastic in ("gradient_shap", "smoothgrad", "lime", "deeplift_shap",
+                       *([] if model == "shapes" else ["kernel_shap"])):
+        assert methods[stochastic]["seed"] == 0 and methods[stochastic]["runs"] == 1
     if model != "shapes":
         assert methods["feature_ablation"]["baseline"] == "mean"  # these models have a training mean
     not_offered = ["feature_ablation", "kernel_shap"] if model == "shapes" else ["gradcam", "occlusion"]
@@ -170,7 +172,7 @@ def test_model_info_lists_exactly_the_supported_methods(client: httpx.Client, mo
 
 
 @pytest.mark.parametrize(("body", "loc"), [
-    ({"method": "lime"}, ["method"]),
+    ({"method": "anchors"}, ["method"]),
     ({"method": "integrated_gradients", "params": {"steps": 8}}, ["params", "steps"]),
     ({"method": "integrated_gradients", "params": {"n_steps": 0}}, ["params", "n_steps"]),
     ({"method": "integrated_gradients", "params": {"n_steps": 10**6}}, ["params", "n_steps"]),
@@ -426,6 +428,50 @@ def test_integrated_gradients_to_a_tolerance(client: httpx.Client) -> None:
     capped = _post(client, "purchase", {"instances": [_tabular_instance("purchase", i) for i in range(64)],
                                         "params": {"max_steps": 256}})
     assert capped.status_code == 413 and "MAX_REQUEST_ROWS" in capped.json()["detail"]
+
+
+def test_sampling_methods_say_how_sure_they_are(client: httpx.Client) -> None:
+    """runs > 1: the attributions are the runs' mean and `spread` their standard errors (per feature
+    for tabular rows, with the error relative to the answer); one run: no spread. Kernel SHAP's
+    default samples grow with the features (50 each, at least 200)."""
+    rows = [_tabular_instance("breast-cancer", i) for i in range(2)]
+    spread = _post(client, "breast-cancer", {"instances": rows, "method": "kernel_shap",
+                                             "params": {"n_samples": 100, "runs": 3}}).json()
+    assert spread["params"]["runs"] == 3
+    for item in spread["explanations"]:
+        errors = item["spread"]["standard_errors"]
+        assert item["spread"]["runs"] == 3 and len(errors) == 30 and all(e >= 0 for e in errors) and any(errors)
+        norm = sum(a["attribution"] ** 2 for a in item["attributions"]) ** 0.5
+        assert item["spread"]["relative_error"] == pytest.approx(sum(e * e for e in errors) ** 0.5 / norm, rel=1e-3)
+    single = _post(client, "breast-cancer", {"instances": rows, "method": "kernel_shap"}).json()
+    assert single["params"]["n_samples"] == 1500 and "spread" not in single["explanations"][0]
+    assert _info(client, "purchase")["kernel_shap"]["n_samples"] == 300
+    image = _post(client, "shapes", {"instances": [_image_instance()], "method": "smoothgrad",
+                                     "params": {"n_samples": 2, "runs": 2}}).json()["explanations"][0]
+    assert image["spread"]["runs"] == 2 and image["spread"]["relative_error"] > 0
+    assert "standard_errors" not in image["spread"]
+    bad = _post(client, "purchase", {"instances": [_tabular_instance("purchase")], "method": "lime",
+                                     "params": {"segments": "grid"}})
+    assert bad.status_code == 422 and "image models" in bad.json()["detail"]
+
+
+def test_faithfulness_on_request(client: httpx.Client) -> None:
+    """outputs "faithfulness": deletion and insertion AUC per explanation (target scores are
+    probabilities, so both lie in [0, 1]); the extra forwards count in the request's cost."""
+    row = _tabular_instance("purchase")
+    tabular = _post(client, "purchase", {"instances": [row], "method": "saliency", "outputs": ["faithfulness"]}).json()
+    item = tabular["explanations"][0]
+    assert set(item["faithfulness"]) == {"deletion_auc", "insertion_auc"}
+    assert all(0.0 <= v <= 1.0 for v in item["faithfulness"].values()) and "chart" not in item
+    plain = _post(client, "purchase", {"instances": [row], "method": "saliency"}).json()["explanations"][0]
+    assert "faithfulness" not in plain and plain["attributions"] == item["attributions"]
+    image = _post(client, "shapes", {"instances": [_image_instance()], "method": "gradcam",
+                                     "outputs": ["overlay", "faithfulness"]}).json()["explanations"][0]
+    assert image["overlay"].startswith("data:image/png") and 0.0 <= image["faithfulness"]["insertion_auc"] <= 1.0
+    # 64 images x (gradcam's 1 pass + 66 curve forwards) = 4288 rows; with occlusion's 226 passes over 16384
+    many = [_image_instance(seed=i) for i in range(64)]
+    costly = _post(client, "shapes", {"instances": many, "method": "occlusion", "outputs": ["faithfulness"]})
+    assert costly.status_code == 413 and "MAX_REQUEST_ROWS" in costly.json()["detail"]
 
 
 def test_convergence_delta_and_timings(client: httpx.Client) -> None:

@@ -15,7 +15,8 @@ PNG = png_b64(draw_sample(np.random.default_rng(7), 64, 64, 0).image)
 
 MODEL_INFO_KEYS = {"name", "kind", "task", "labels", "features", "input", "device", "ready",
                    "default_method", "methods"}
-COMMON_METHODS = {"integrated_gradients", "gradient_shap", "saliency", "input_x_gradient", "smoothgrad"}
+COMMON_METHODS = {"integrated_gradients", "gradient_shap", "saliency", "input_x_gradient", "smoothgrad", "lime",
+                  "deeplift", "deeplift_shap"}
 TABULAR_METHODS = COMMON_METHODS | {"feature_ablation", "kernel_shap"}
 IMAGE_METHODS = COMMON_METHODS | {"gradcam", "occlusion"}
 DEMO_MODELS = ["breast-cancer", "purchase", "diabetes", "shapes"]
@@ -32,7 +33,7 @@ def check_schema(schema: dict, params: dict) -> None:  # type: ignore[type-arg]
     in the schema, with the default they take then, and in the params only where they apply."""
     assert schema["type"] == "object" and schema["additionalProperties"] is False
     assert set(params) <= set(schema["properties"])
-    assert set(schema["properties"]) - set(params) <= {"tolerance", "max_steps"}
+    assert set(schema["properties"]) - set(params) <= {"tolerance", "max_steps", "segments", "n_segments"}
     for name, prop in schema["properties"].items():
         default = params.get(name, prop["default"])
         assert prop["default"] == default, name

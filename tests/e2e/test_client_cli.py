@@ -164,6 +164,13 @@ def test_client_explain_tabular(api: Client) -> None:
     assert expl.summary and expl.chart_png is not None and png_size(expl.chart_png)[0] > 0
     ranked = expl.ranked()
     assert abs(ranked[0].attribution) >= abs(ranked[-1].attribution)
+    assert expl.n_steps is None and expl.faithfulness is None and expl.spread is None
+    auto = api.explain("purchase", PURCHASE_ROWS[0], params={"n_steps": "auto"}, outputs=["faithfulness"])
+    expl = auto.explanations[0]
+    assert expl.n_steps in (16, 32, 64, 128) and isinstance(expl.converged, bool)
+    assert expl.faithfulness is not None and set(expl.faithfulness) == {"deletion_auc", "insertion_auc"}
+    sampled = api.explain("purchase", PURCHASE_ROWS[0], method="kernel_shap", params={"runs": 2})
+    assert sampled.explanations[0].spread is not None and sampled.explanations[0].spread["runs"] == 2
 
 
 def test_client_errors(api: Client) -> None:

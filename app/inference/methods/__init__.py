@@ -10,15 +10,17 @@ from app.errors import ErrorItem, InvalidInput, quoted
 from app.inference.catalog import ModelSpec
 from app.inference.facts import ModelFacts
 from app.inference.methods.base import Method
+from app.inference.methods.deeplift import DEEPLIFT, DEEPLIFT_SHAP
 from app.inference.methods.gradients import INPUT_X_GRADIENT, SALIENCY, SMOOTHGRAD
 from app.inference.methods.integrated import GRADIENT_SHAP, INTEGRATED_GRADIENTS
 from app.inference.methods.layers import GRADCAM
+from app.inference.methods.lime import LIME
 from app.inference.methods.perturbation import FEATURE_ABLATION, KERNEL_SHAP, OCCLUSION
 from app.inference.params import MethodParams, resolve_params
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     INTEGRATED_GRADIENTS, GRADIENT_SHAP, SALIENCY, INPUT_X_GRADIENT, SMOOTHGRAD, GRADCAM, OCCLUSION,
-    FEATURE_ABLATION, KERNEL_SHAP,
+    FEATURE_ABLATION, KERNEL_SHAP, LIME, DEEPLIFT, DEEPLIFT_SHAP,
 )}
 
 

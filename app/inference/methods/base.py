@@ -7,6 +7,7 @@ the model and its Captum call with per-row targets (docs/architecture.md, "Add a
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 from collections.abc import Callable
@@ -55,6 +56,10 @@ def _no_check(facts: ModelFacts, params: Any) -> None:
     return None
 
 
+def _always(facts: ModelFacts) -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
@@ -74,10 +79,26 @@ class Method:
     """Per-model defaults (under the catalog's `method_params`), from what the model is like."""
     check: Callable[[ModelFacts, Any], None] = _no_check
     """Request-time checks against the model (422), before anything is queued."""
+    fits: Callable[[ModelFacts], bool] = _always
+    """Whether it can run on this model at all, from what the model is like (DeepLift: hooks attach
+    and no non-linearity is called twice)."""
+    render_floor: bool = False
+    """Its maps are coloured between their floor and their peak (GradCAM: a coarse map, upsampled,
+    whose floor is seldom zero), not from zero."""
+
+    def cost(self, params: Any, shape: tuple[int, ...]) -> int:
+        """Passes per instance, every run counted (stochastic methods' `runs`)."""
+        return self.passes(params, shape) * getattr(params, "runs", 1)
 
     def offered_for(self, kind: str, facts: ModelFacts) -> bool:
-        """Of the model's kind, and where a layer method finds a layer to hook."""
-        return kind in self.kinds and (not self.needs_layers or facts.gradcam_layer is not None)
+        """Of the model's kind, where a layer method finds a layer to hook, and that it fits."""
+        return kind in self.kinds and (not self.needs_layers or facts.gradcam_layer is not None) and self.fits(facts)
+
+
+def samples_for(features: int) -> int:
+    """Default samples of the tabular sampling methods (Kernel SHAP, LIME): 50 per feature, at
+    least 200 (docs/api.md, "How sure the sampling methods are", has the measurements)."""
+    return min(10000, max(200, 50 * features))
 
 
 def chunk(rows: int, passes: int, max_rows: int) -> int:
@@ -109,27 +130,40 @@ _RNG_LOCK = threading.Lock()
 
 
 def per_row(run: Callable[[torch.Tensor, torch.Tensor], Attribution], seed: int,
-            x: torch.Tensor, targets: torch.Tensor) -> Attribution:
+            x: torch.Tensor, targets: torch.Tensor, runs: int = 1) -> Attributed:
     """Run a stochastic method row by row, each from `seed`, under one lock for the global RNGs:
-    each row's numbers are those of the same request served alone."""
+    each row's numbers are those of the same request served alone. With several `runs` (seeds
+    seed, seed + 1, ...), a row's attributions and delta are the runs' means, and its spread the
+    standard error of that mean (the runs' sample standard deviation / sqrt(runs))."""
     attrs: list[torch.Tensor] = []
     deltas: list[torch.Tensor] = []
+    spreads: list[torch.Tensor] = []
     devices = [x.device] if x.device.type == "cuda" else []
     with _RNG_LOCK, torch.random.fork_rng(devices=devices):
         for i in range(x.shape[0]):
-            checkpoint()
-            torch.manual_seed(seed)
-            np_state = np.random.get_state()
-            np.random.seed(seed)
-            random.seed(seed)
-            try:
-                attr, delta = run(x[i : i + 1], targets[i : i + 1])
-            finally:
-                np.random.set_state(np_state)
-            attrs.append(attr)
-            if delta is not None:
-                deltas.append(delta.reshape(1, -1).mean(dim=1))
-    return torch.cat(attrs), (torch.cat(deltas) if deltas else None)
+            row_attrs: list[torch.Tensor] = []
+            row_deltas: list[torch.Tensor] = []
+            for offset in range(runs):
+                checkpoint()
+                torch.manual_seed(seed + offset)
+                np_state = np.random.get_state()
+                np.random.seed(seed + offset)
+                random.seed(seed + offset)
+                try:
+                    attr, delta = run(x[i : i + 1], targets[i : i + 1])
+                finally:
+                    np.random.set_state(np_state)
+                row_attrs.append(attr)
+                if delta is not None:
+                    row_deltas.append(delta.reshape(1, -1).mean(dim=1))
+            stacked = torch.cat(row_attrs)
+            attrs.append(stacked.mean(dim=0, keepdim=True))
+            if runs > 1:
+                spreads.append(stacked.std(dim=0, keepdim=True) / math.sqrt(runs))
+            if row_deltas:
+                deltas.append(torch.stack(row_deltas).mean(dim=0))
+    return Attributed(torch.cat(attrs), torch.cat(deltas) if deltas else None,
+                      spread=torch.cat(spreads) if spreads else None)
 
 
 def grad_leaf(x: torch.Tensor) -> torch.Tensor:

@@ -8,8 +8,8 @@ from captum.attr import InputXGradient, NoiseTunnel, Saliency
 from pydantic import Field
 
 from app.inference.explained import TargetScalar
-from app.inference.methods.base import Attribution, Method, chunk, grad_leaf, in_chunks, per_row, summed
-from app.inference.params import MethodParams, NoParams, Seed
+from app.inference.methods.base import Attributed, Attribution, Method, chunk, grad_leaf, in_chunks, per_row, summed
+from app.inference.params import MethodParams, NoParams, Runs, Seed
 
 _BOTH = frozenset({"tabular", "image"})
 
@@ -44,10 +44,11 @@ class SmoothGradParams(MethodParams):
     n_samples: int = Field(16, ge=1, le=1024, description="Noisy copies averaged per instance")
     stdevs: float = Field(0.1, ge=0.0, le=1e6, description="Gaussian noise, in input units")
     seed: Seed = 0
+    runs: Runs = 1
 
 
 def _smoothgrad(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor,
-                prm: SmoothGradParams, max_rows: int) -> Attribution:
+                prm: SmoothGradParams, max_rows: int) -> Attributed:
     tunnel = NoiseTunnel(summed(Saliency(forward)))
 
     def run(xi: torch.Tensor, ti: torch.Tensor) -> Attribution:
@@ -56,7 +57,7 @@ def _smoothgrad(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor,
                                 additional_forward_args=(ti,), abs=False)
         return attr, None
 
-    return per_row(run, prm.seed, x, targets)
+    return per_row(run, prm.seed, x, targets, prm.runs)
 
 
 SMOOTHGRAD = Method("smoothgrad", _BOTH, SmoothGradParams, _smoothgrad, passes=lambda prm, shape: prm.n_samples,

@@ -15,7 +15,7 @@ from app.inference.explained import TargetScalar, baseline_for, check_baseline
 from app.inference.facts import ModelFacts
 from app.inference.methods.base import Attributed, Attribution, Method, chunk, in_chunks, per_row, summed
 from app.inference.methods.refine import DEFAULT_MAX_STEPS, DEFAULT_TOLERANCE, auto_passes, refined
-from app.inference.params import Baseline, MethodParams, Seed
+from app.inference.params import Baseline, MethodParams, Runs, Seed
 
 _BOTH = frozenset({"tabular", "image"})
 
@@ -119,10 +119,11 @@ class GradientShapParams(MethodParams):
     stdevs: float = Field(0.0, ge=0.0, le=1e6, description="Gaussian noise added to the input, in input units")
     baseline: Baseline = "zeros"
     seed: Seed = 0
+    runs: Runs = 1
 
 
 def _gradient_shap(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor,
-                   prm: GradientShapParams, max_rows: int) -> Attribution:
+                   prm: GradientShapParams, max_rows: int) -> Attributed:
     """Captum's GradientShap (a NoiseTunnel over InputBaselineXGradient), with its samples in
     chunks of at most `max_rows`: 1024 samples of a large image never share one forward."""
     tunnel = NoiseTunnel(summed(InputBaselineXGradient(forward)))
@@ -137,7 +138,7 @@ def _gradient_shap(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor
             return_convergence_delta=True)
         return attr, delta
 
-    return per_row(run, prm.seed, x, targets)
+    return per_row(run, prm.seed, x, targets, prm.runs)
 
 
 GRADIENT_SHAP = Method(

@@ -12,8 +12,8 @@ from pydantic import Field
 
 from app.inference.explained import TargetScalar, baseline_for, check_baseline
 from app.inference.facts import ModelFacts
-from app.inference.methods.base import Attribution, Method, chunk, per_eval, per_row
-from app.inference.params import MethodParams, Seed, TabularBaseline
+from app.inference.methods.base import Attributed, Attribution, Method, chunk, per_eval, per_row, samples_for
+from app.inference.params import MethodParams, Runs, Seed, TabularBaseline
 
 _TABULAR = frozenset({"tabular"})
 
@@ -74,10 +74,11 @@ class KernelShapParams(MethodParams):
     n_samples: int = Field(200, ge=2, le=10000, description="Coalitions evaluated per instance")
     baseline: TabularBaseline = "mean"
     seed: Seed = 0
+    runs: Runs = 1
 
 
 def _kernel_shap(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor,
-                 prm: KernelShapParams, max_rows: int) -> Attribution:
+                 prm: KernelShapParams, max_rows: int) -> Attributed:
     shap = KernelShap(forward)
 
     def run(xi: torch.Tensor, ti: torch.Tensor) -> Attribution:
@@ -86,9 +87,14 @@ def _kernel_shap(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor,
                               perturbations_per_eval=chunk(1, prm.n_samples, max_rows))
         return attr, None
 
-    return per_row(run, prm.seed, x, targets)
+    return per_row(run, prm.seed, x, targets, prm.runs)
+
+
+def _kernel_shap_defaults(facts: ModelFacts) -> dict[str, Any]:
+    """More features, more coalitions (`samples_for`), and the baseline as feature_ablation's."""
+    return {"n_samples": samples_for(facts.input_shape[-1]), **_zeros_without_mean(facts)}
 
 
 KERNEL_SHAP = Method("kernel_shap", _TABULAR, KernelShapParams, _kernel_shap,
-                     passes=lambda prm, shape: prm.n_samples, stochastic=True, defaults=_zeros_without_mean,
+                     passes=lambda prm, shape: prm.n_samples, stochastic=True, defaults=_kernel_shap_defaults,
                      check=_check_baseline)

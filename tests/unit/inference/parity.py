@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 from captum.attr import (
+    DeepLift,
+    DeepLiftShap,
     FeatureAblation,
     GradientShap,
     InputXGradient,
@@ -32,10 +34,12 @@ from captum.attr import (
     KernelShap,
     LayerAttribution,
     LayerGradCam,
+    Lime,
     NoiseTunnel,
     Occlusion,
     Saliency,
 )
+from skimage.segmentation import slic
 from torch import nn
 
 from app.inference import params as p
@@ -52,10 +56,10 @@ CATALOG = ROOT / "models" / "catalog.toml"
 MAX_ROWS = 4096  # the service's default MAX_BATCH_ROWS
 TABULAR_MODELS = ("breast-cancer", "purchase", "diabetes")
 TABULAR_METHODS = ("integrated_gradients", "gradient_shap", "saliency", "input_x_gradient",
-                   "smoothgrad", "feature_ablation", "kernel_shap")
+                   "smoothgrad", "feature_ablation", "kernel_shap", "lime", "deeplift", "deeplift_shap")
 IMAGE_METHODS = ("integrated_gradients", "gradient_shap", "saliency", "input_x_gradient",
-                 "smoothgrad", "gradcam", "occlusion")
-STOCHASTIC = ("gradient_shap", "smoothgrad", "kernel_shap")
+                 "smoothgrad", "gradcam", "occlusion", "lime", "deeplift", "deeplift_shap")
+STOCHASTIC = ("gradient_shap", "smoothgrad", "kernel_shap", "lime", "deeplift_shap")
 
 
 # --------------------------------------------------------------------------- models and inputs
@@ -156,14 +160,37 @@ def forward_for(model: LoadedModel, target: int) -> tuple[Callable[..., torch.Te
     return (lambda x: 1.0 - module(x)[:, 0]), None
 
 
-def baseline(model: LoadedModel, x: torch.Tensor, choice: str | float) -> torch.Tensor:
+class Explained(nn.Module):
+    """A single-output model's explained output as a module (DeepLift hooks modules): the value, or 1 - p."""
+
+    def __init__(self, module: nn.Module, complement: bool) -> None:
+        super().__init__()
+        self.module = module
+        self.complement = complement
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.module(x)[:, 0]
+        return 1.0 - out if self.complement else out
+
+
+def module_for(model: LoadedModel, target: int) -> tuple[nn.Module, int | None]:
+    if model.out_width > 1:
+        return model.module, target
+    return Explained(model.module, model.spec.task == "classification" and target == 0), None
+
+
+def baseline(model: LoadedModel, x: torch.Tensor, choice: str | float | tuple[float, ...]) -> torch.Tensor:
     if choice == "zeros":
         return torch.zeros_like(x)
+    if choice == "mean" and model.spec.kind == "image":  # the normalisation's mean colour
+        return torch.tensor(model.spec.image_spec.mean, dtype=x.dtype).view(1, -1, 1, 1).expand_as(x)
     if choice == "mean":
         assert model.spec.tabular is not None and model.spec.tabular.mean is not None
         return torch.tensor([model.spec.tabular.mean], dtype=x.dtype)
     if choice == "blur":  # the service's blur definition; what is tested here is batching
         return blurred(x)
+    if isinstance(choice, tuple):  # one number per channel
+        return torch.tensor(choice, dtype=x.dtype).view(1, -1, 1, 1).expand_as(x)
     assert not isinstance(choice, str)
     return torch.full_like(x, float(choice))
 
@@ -212,6 +239,32 @@ def reference(model: LoadedModel, method: str, prm: Any, x: torch.Tensor,
         attr = KernelShap(f).attribute(x, baselines=baseline(model, x, prm.baseline),
                                        n_samples=prm.n_samples, target=t)
         return attr, None
+    if method == "lime":
+        mask = None
+        if x.dim() == 4 and prm.segments == "superpixels":  # SLIC superpixels, as scikit-image makes them
+            ids = slic(x[0].numpy().transpose(1, 2, 0).astype(np.float64), n_segments=prm.n_segments,
+                       compactness=10.0, start_label=0)
+            assert ids.max() >= 1
+            mask = torch.from_numpy(ids).long()[None, None]
+        elif x.dim() == 4:  # square cells of side sqrt(H x W / n_segments), numbered row by row
+            side = round((x.shape[-2] * x.shape[-1] / prm.n_segments) ** 0.5)
+            rows, cols = torch.arange(x.shape[-2]) // side, torch.arange(x.shape[-1]) // side
+            mask = (rows[:, None] * int(cols.max() + 1) + cols[None, :])[None, None]
+        return Lime(f).attribute(x, baselines=baseline(model, x, prm.baseline), target=t, feature_mask=mask,
+                                 n_samples=prm.n_samples), None
+    if method in ("deeplift", "deeplift_shap"):
+        m, t = module_for(model, target)
+        base = baseline(model, x, prm.baseline).expand_as(x)
+        if method == "deeplift":
+            attr, delta = DeepLift(m).attribute(x.requires_grad_(), baselines=base, target=t,
+                                                return_convergence_delta=True)
+            return attr.detach(), delta.detach().reshape(-1)
+        # references: the baseline plus noise of `stdevs` normalisation stds, drawn first from the seed
+        noise = torch.randn((prm.n_baselines, *x.shape[1:]), dtype=x.dtype)
+        drawn = base + prm.stdevs * model.module.std * noise
+        attr, delta = DeepLiftShap(m).attribute(x.requires_grad_(), baselines=drawn, target=t,
+                                                return_convergence_delta=True)
+        return attr.detach(), delta.detach().mean().reshape(1)
     raise AssertionError(f"no reference for {method}")
 
 
@@ -225,7 +278,7 @@ def close(actual: np.ndarray, expected: torch.Tensor, what: str, scale: float | 
                                rtol=1e-5, atol=floor, msg=lambda m: f"{what}: {m}")
 
 
-PERTURBATION_METHODS = frozenset({"feature_ablation", "occlusion", "kernel_shap"})
+PERTURBATION_METHODS = frozenset({"feature_ablation", "occlusion", "kernel_shap", "lime"})
 
 
 def run_case(model: LoadedModel, method: str, request: dict[str, Any], max_rows: int = MAX_ROWS) -> None:
@@ -243,7 +296,7 @@ def run_case(model: LoadedModel, method: str, request: dict[str, Any], max_rows:
     auto = getattr(prm, "n_steps", None) == "auto"
     steps = np.concatenate([r.steps for r in results]) if auto else None  # type: ignore[union-attr]
     assert all((r.steps is not None) == auto for r in results)  # type: ignore[union-attr]
-    has_delta = method in ("integrated_gradients", "gradient_shap")
+    has_delta = method in ("integrated_gradients", "gradient_shap", "deeplift", "deeplift_shap")
     assert all((d is not None) == has_delta for d in deltas)
     expected_shape = (1, *x.shape[2:]) if method == "gradcam" else x.shape[1:]
     assert attrs.shape == (len(x), *expected_shape)

@@ -22,9 +22,11 @@ from tests.unit.inference.parity import (
     TABULAR_METHODS,
     TABULAR_MODELS,
     batched_works,
+    close,
     inputs,
     loaded,
     params_for,
+    reference,
     run_case,
 )
 
@@ -40,6 +42,9 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("shapes", "smoothgrad", {"n_samples": 4}),
     ("shapes", "gradcam", {}),
     ("shapes", "occlusion", {"window": 32, "stride": 32}),
+    ("shapes", "lime", {"n_samples": 24, "n_segments": 20}),
+    ("shapes", "deeplift", {}),
+    ("shapes", "deeplift_shap", {"n_baselines": 3, "seed": 4}),
     # Non-default parameters: baselines, integration rules, seeds, noise, layers, signs.
     ("breast-cancer", "integrated_gradients", {"baseline": "mean", "n_steps": 20}),
     ("diabetes", "integrated_gradients", {"baseline": 1.5, "method": "riemann_trapezoid"}),
@@ -52,6 +57,11 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("shapes", "integrated_gradients", {"baseline": "blur", "n_steps": 4, "method": "riemann_trapezoid"}),
     ("shapes", "gradcam", {"layer": "features.8"}),
     ("shapes", "integrated_gradients", {"n_steps": "auto", "max_steps": 32, "tolerance": 0.005}),
+    ("purchase", "lime", {"baseline": "zeros", "n_samples": 40, "seed": 9}),
+    ("diabetes", "deeplift", {"baseline": "mean"}),
+    ("breast-cancer", "deeplift_shap", {"baseline": "mean", "stdevs": 0.5, "n_baselines": 5}),
+    ("shapes", "deeplift", {"baseline": [0.2, 0.4, 0.6]}),
+    ("shapes", "lime", {"segments": "grid", "n_samples": 16, "n_segments": 16}),
     ("breast-cancer", "integrated_gradients", {"n_steps": "auto", "baseline": "mean", "method": "riemann_middle"}),
 ]
 
@@ -180,3 +190,33 @@ def test_costs_in_passes() -> None:
     fa = METHODS["feature_ablation"]
     assert fa.passes(resolve_params(fa.params, {}, {}), (30,)) >= 30
     assert METHODS["saliency"].passes(resolve_params(METHODS["saliency"].params, {}, {}), (30,)) == 1
+
+
+@pytest.mark.parametrize(("name", "method", "request_params"), [
+    ("breast-cancer", "kernel_shap", {"n_samples": 64, "runs": 3, "seed": 5}),
+    ("purchase", "lime", {"n_samples": 32, "runs": 4}),
+    ("diabetes", "deeplift_shap", {"n_baselines": 4, "runs": 2, "seed": 8}),
+    ("shapes", "smoothgrad", {"n_samples": 2, "runs": 3}),
+])
+def test_runs_give_the_mean_and_its_standard_error(name: str, method: str, request_params: dict[str, Any]) -> None:
+    """runs = k: each row's attributions are the mean of Captum alone at seeds seed, ..., seed + k - 1,
+    and its spread their standard error (sample standard deviation / sqrt(k))."""
+    model = loaded(name)
+    prm = params_for(name, method, request_params)
+    x = inputs(name, 4)
+    targets = (None, 1, None, 0) if name != "diabetes" else (None,) * 4
+    results = run_batch(model, batched_works(x, targets, method, prm)[0], MAX_ROWS)
+    attrs = np.concatenate([r.attributions for r in results])  # type: ignore[union-attr]
+    spread = np.concatenate([r.spread for r in results])  # type: ignore[union-attr]
+    order = batched_works(x, targets, method, prm)[1]
+    runs = request_params["runs"]
+    for pos, row in enumerate(order):
+        xi = torch.from_numpy(x[row:row + 1].copy())
+        target = int(np.concatenate([r.targets for r in results])[pos])  # type: ignore[union-attr]
+        alone = torch.cat([reference(model, method, prm.model_copy(update={"seed": prm.seed + k}), xi.clone(),  # type: ignore[attr-defined]
+                                     target)[0] for k in range(runs)])
+        scale = float(alone.abs().max())
+        close(attrs[pos:pos + 1], alone.mean(dim=0, keepdim=True), f"{name} {method} row {row} mean", scale)
+        close(spread[pos:pos + 1], alone.std(dim=0, keepdim=True) / runs ** 0.5, f"{name} {method} row {row} spread",
+              scale)
+    assert METHODS[method].cost(prm, x.shape[1:]) == runs * METHODS[method].passes(prm, x.shape[1:])

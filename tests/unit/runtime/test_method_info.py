@@ -30,7 +30,7 @@ def test_catalog_overrides_are_the_schema_defaults() -> None:
     assert (props["n_steps"]["default"], props["baseline"]["default"]) == (64, 0.5)
     assert props["method"]["default"] == "gausslegendre"
     plain = _method_info(_spec(), "integrated_gradients")["schema"]["properties"]
-    assert plain["n_steps"]["default"] == 32  # one model's overrides do not leak into another's schema
+    assert plain["n_steps"]["default"] == "auto"  # one model's overrides do not leak into another's schema
 
 
 def test_without_a_training_mean_the_ablation_baseline_defaults_to_zeros() -> None:
