@@ -115,6 +115,9 @@ class RenderOptions(_Strict):
                                                "signed, on a diverging colour map")
     max_size: int = Field(1024, ge=16, le=8192, description="Longer side of overlay and heatmap, in pixels "
                                                             "(images are scaled down, never up)")
+    smooth: float | None = Field(None, ge=0.0, le=64.0, description="Gaussian blur of the map before it is coloured: "
+                                 "standard deviation in pixels of the model's input; default: 2.5% of the input's "
+                                 "longer side for pixel-level methods (gradients), 0 for the others")
 
 
 class ExplainRequest(_Strict):

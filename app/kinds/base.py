@@ -59,6 +59,10 @@ class ExplainOptions:
     outputs: frozenset[str]
     render: RenderOptions
     want_png: bool = False
+    floor: bool = False
+    """The method's maps are coloured from their floor to their peak (GradCAM)."""
+    pixel_level: bool = False
+    """The method's maps have per-pixel detail: blurred by default before colouring."""
 
 
 @dataclass(frozen=True)

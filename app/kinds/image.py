@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from app.inference.catalog import ImageSpec, ModelSpec
     from app.schemas import Prediction
 
+SMOOTH_SHARE = 0.025
+"""Default blur of pixel-level maps: this share of the model input's longer side (3.2 px at 128, 5.6 at 224)."""
 IMAGE_OUTPUTS = frozenset({"overlay", "heatmap"})
 """The outputs that are pictures at the submitted image's size (what MAX_OUTPUT_PIXELS counts)."""
 
@@ -131,10 +133,17 @@ class ImageKind:
                 f"render.max_size={options.render.max_size}), over MAX_OUTPUT_PIXELS={limits.max_output_pixels}: "
                 "ask for a smaller max_size or fewer images")
 
+    def smoothing(self, spec: ModelSpec, options: ExplainOptions) -> float:
+        """The blur before colouring, in model-input pixels: the request's, else a share of the input
+        for pixel-level methods."""
+        if options.render.smooth is not None:
+            return options.render.smooth
+        return round(SMOOTH_SHARE * max(self._image(spec).size), 2) if options.pixel_level else 0.0
+
     async def answer(self, spec: ModelSpec, decoded: Decoded, attributions: NDArray[np.float32],
                      predictions: Sequence[Prediction], options: ExplainOptions,
                      host: HostWork) -> list[Rendered]:
-        render = options.render.model_dump()
+        render = {**options.render.model_dump(), "smooth": self.smoothing(spec, options), "floor": options.floor}
         outputs = options.outputs | ({"overlay"} if options.want_png else set())
         done = await asyncio.gather(*(host.run(_render, image, attr, render, outputs)
                                       for image, attr in zip(decoded.items, attributions, strict=True)))

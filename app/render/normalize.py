@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import numpy.typing as npt
+from scipy.ndimage import gaussian_filter
 
 from .options import SIGNS, Sign
 
@@ -44,7 +45,7 @@ def cumulative_sum_threshold(values: npt.NDArray[np.float64], percentile: float)
 
 
 def normalize_attribution(
-    attr: npt.ArrayLike, sign: Sign, outlier_perc: float = 2.0
+    attr: npt.ArrayLike, sign: Sign, outlier_perc: float = 2.0, smooth: float = 0.0, floor: bool = False
 ) -> npt.NDArray[np.float32]:
     """Normalise an attribution map exactly as Captum's ``visualize_image_attr`` does.
 
@@ -56,6 +57,13 @@ def normalize_attribution(
     absolute values and clipped to ``[-1, 1]``, so the top ``outlier_perc`` % of the mass
     saturates (``outlier_perc=0`` divides by the peak). Non-finite inputs count as 0; an
     all-zero map gives all zeros (Captum raises).
+
+    Two departures from Captum, both off by default: ``smooth`` > 0 blurs the sign's values
+    (``|a|``, ``max(a, 0)``, ``max(-a, 0)`` or ``a``) with a Gaussian of that standard deviation,
+    in pixels, before anything else (pixel-level maps scatter their evidence over single pixels);
+    ``floor`` (one-signed modes only) maps the values linearly from their floor (0) to their peak
+    (1), without saturating an outlier share, so that the least attributed area is transparent
+    (GradCAM: a coarse map upsampled, whose floor is seldom zero).
     """
     if sign not in SIGNS:
         raise ValueError(f"unknown sign {sign!r}; choose one of {SIGNS}")
@@ -70,6 +78,13 @@ def normalize_attribution(
         v = np.maximum(-a, 0.0)
     else:
         v = a
+    if smooth > 0.0:
+        v = gaussian_filter(v, sigma=smooth, mode="nearest")
+    if floor and sign != "all":
+        low, high = float(v.min()), float(v.max())
+        if high <= low:
+            return np.zeros(a.shape, dtype=np.float32)
+        return ((v - low) / (high - low)).astype(np.float32)
     mags = np.abs(v)
     peak = float(mags.max()) if mags.size else 0.0
     if peak <= 0.0:

@@ -91,7 +91,7 @@ def heatmap_rgba(attr: npt.ArrayLike, placement: Placement, spec: RenderSpec) ->
     crop region and coloured by ``colorize``; outside the crop region it is fully transparent.
     The alpha channel is the heat alpha alone (``spec.alpha`` is applied by ``overlay``).
     """
-    norm = normalize_attribution(attr, spec.sign, spec.outlier_perc)
+    norm = normalize_attribution(attr, spec.sign, spec.outlier_perc, spec.smooth, spec.floor)
     size = output_size(placement.image_size, spec.max_size)
     return Image.fromarray(colorize(place_map(norm, placement, size), spec))
 

@@ -97,7 +97,8 @@ class Service:
         started = time.perf_counter()
         entry = self.registry.get(name)
         method, params = entry.method(request.method, request.params)
-        options = ExplainOptions(checked_outputs(entry.kind, request.outputs), request.render, want_png)
+        options = ExplainOptions(checked_outputs(entry.kind, request.outputs), request.render, want_png,
+                                 method.render_floor, method.pixel_level)
         count = len(request.instances) + len(files)
         self._check_count(count)
         if want_png and (count != 1 or "overlay" not in entry.kind.outputs):

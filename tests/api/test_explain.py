@@ -474,6 +474,29 @@ def test_faithfulness_on_request(client: httpx.Client) -> None:
     assert costly.status_code == 413 and "MAX_REQUEST_ROWS" in costly.json()["detail"]
 
 
+def test_maps_show_their_evidence(client: httpx.Client) -> None:
+    """Pixel-level maps are blurred before colouring by default (render.smooth: 2.5% of the input's
+    side), so more of the overlay shows them than unblurred; GradCAM is coloured from its floor (the
+    least attributed pixels are transparent); the raw attributions are the same either way."""
+    image = {"b64": base64.b64encode((EXAMPLES / "triangle.jpg").read_bytes()).decode()}
+
+    def visible(method: str, render: dict[str, Any]) -> tuple[float, list[list[float]]]:
+        body = {"instances": [image], "method": method, "params": LIGHT.get(method, {}),
+                "outputs": ["heatmap", "attributions"], "render": render}
+        item = _post(client, "shapes", body).json()["explanations"][0]
+        alpha = np.asarray(_decode_uri(item["heatmap"]).getchannel("A"))
+        return float((alpha >= 51).mean()), item["attributions"]
+
+    sharp, raw = visible("integrated_gradients", {"smooth": 0})
+    smooth, same = visible("integrated_gradients", {})
+    assert same == raw and smooth > 3 * sharp, (sharp, smooth)
+    assert visible("integrated_gradients", {"smooth": 8})[0] > smooth
+    cam = _post(client, "shapes", {"instances": [image], "method": "gradcam", "outputs": ["heatmap"]}).json()
+    assert np.asarray(_decode_uri(cam["explanations"][0]["heatmap"]).getchannel("A")).min() == 0
+    bad = _post(client, "shapes", {"instances": [image], "render": {"smooth": 100}})
+    assert bad.status_code == 422 and ["render", "smooth"] in _locs(bad.json())
+
+
 def test_convergence_delta_and_timings(client: httpx.Client) -> None:
     row = _tabular_instance("breast-cancer")
     ig = _post(client, "breast-cancer", {"instances": [row], "method": "integrated_gradients"}).json()

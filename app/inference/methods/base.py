@@ -85,6 +85,8 @@ class Method:
     render_floor: bool = False
     """Its maps are coloured between their floor and their peak (GradCAM: a coarse map, upsampled,
     whose floor is seldom zero), not from zero."""
+    pixel_level: bool = False
+    """Its maps have per-pixel detail (gradients): overlays blur them by default (`render.smooth`)."""
 
     def cost(self, params: Any, shape: tuple[int, ...]) -> int:
         """Passes per instance, every run counted (stochastic methods' `runs`)."""

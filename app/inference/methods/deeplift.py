@@ -55,7 +55,7 @@ def _deeplift(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor,
 
 
 DEEPLIFT = Method("deeplift", _BOTH, DeepLiftParams, _deeplift, passes=lambda prm, shape: 4, reports_delta=True,
-                  fits=_fits, check=check_baseline_fits)
+                  fits=_fits, check=check_baseline_fits, pixel_level=True)
 """Passes: the input and its baseline forward and backward, and the two forwards of the delta."""
 
 
@@ -101,4 +101,4 @@ def _deeplift_shap(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor
 
 DEEPLIFT_SHAP = Method("deeplift_shap", _BOTH, DeepLiftShapParams, _deeplift_shap,
                        passes=lambda prm, shape: 4 * prm.n_baselines, reports_delta=True, stochastic=True,
-                       fits=_fits, check=check_baseline_fits)
+                       fits=_fits, check=check_baseline_fits, pixel_level=True)

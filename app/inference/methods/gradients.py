@@ -26,7 +26,8 @@ def _saliency(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor,
         x, targets, max_rows)
 
 
-SALIENCY = Method("saliency", _BOTH, SaliencyParams, _saliency, passes=lambda prm, shape: 1, single_forward=True)
+SALIENCY = Method("saliency", _BOTH, SaliencyParams, _saliency, passes=lambda prm, shape: 1, single_forward=True,
+                  pixel_level=True)
 
 
 def _input_x_gradient(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor,
@@ -37,7 +38,7 @@ def _input_x_gradient(forward: TargetScalar, x: torch.Tensor, targets: torch.Ten
 
 
 INPUT_X_GRADIENT = Method("input_x_gradient", _BOTH, NoParams, _input_x_gradient, passes=lambda prm, shape: 1,
-                          single_forward=True)
+                          single_forward=True, pixel_level=True)
 
 
 class SmoothGradParams(MethodParams):
@@ -61,4 +62,4 @@ def _smoothgrad(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor,
 
 
 SMOOTHGRAD = Method("smoothgrad", _BOTH, SmoothGradParams, _smoothgrad, passes=lambda prm, shape: prm.n_samples,
-                    stochastic=True)
+                    stochastic=True, pixel_level=True)

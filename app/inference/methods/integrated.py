@@ -111,7 +111,7 @@ def _ig_defaults(facts: ModelFacts) -> dict[str, Any]:
 
 INTEGRATED_GRADIENTS = Method(
     "integrated_gradients", _BOTH, IntegratedGradientsParams, _integrated_gradients,
-    passes=_ig_passes, reports_delta=True, defaults=_ig_defaults, check=check_baseline_fits)
+    passes=_ig_passes, reports_delta=True, defaults=_ig_defaults, check=check_baseline_fits, pixel_level=True)
 
 
 class GradientShapParams(MethodParams):
@@ -143,4 +143,4 @@ def _gradient_shap(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor
 
 GRADIENT_SHAP = Method(
     "gradient_shap", _BOTH, GradientShapParams, _gradient_shap, passes=lambda prm, shape: prm.n_samples + 2,
-    reports_delta=True, stochastic=True, check=check_baseline_fits)
+    reports_delta=True, stochastic=True, check=check_baseline_fits, pixel_level=True)

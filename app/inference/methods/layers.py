@@ -50,4 +50,4 @@ def _gradcam(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor,
 
 
 GRADCAM = Method("gradcam", frozenset({"image"}), GradCamParams, _gradcam, passes=lambda prm, shape: 1,
-                 needs_layers=True, single_forward=True, defaults=_defaults, check=_check)
+                 needs_layers=True, single_forward=True, defaults=_defaults, check=_check, render_floor=True)

@@ -8,6 +8,7 @@ from captum.attr._utils.visualization import _normalize_attr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from scipy.ndimage import gaussian_filter
 
 from app.render import normalize_attribution
 from app.render.options import SIGNS
@@ -162,3 +163,56 @@ def test_output_always_finite_and_in_range(
     assert out.min() >= low and out.max() <= 1.0
     if np.any(attr != 0) and sign in ("absolute", "all"):
         assert np.abs(out).max() > 0 or attr.ndim == 3  # channels may cancel out
+
+
+# --------------------------------------------------------------------------- smoothing and the floor
+
+
+def test_smoothing_spreads_a_lone_pixel_into_a_gaussian() -> None:
+    impulse = np.zeros((41, 41))
+    impulse[20, 20] = -5.0
+    sharp = normalize_attribution(impulse, "absolute", 0.0)
+    smooth = normalize_attribution(impulse, "absolute", 0.0, smooth=3.0)
+    assert np.count_nonzero(sharp) == 1
+    assert smooth[20, 20] == 1.0 and np.count_nonzero(smooth > 0.05) > 50
+    np.testing.assert_allclose(smooth, smooth.T, atol=1e-6)  # symmetric
+    expected = np.exp(-(np.arange(-20, 21) ** 2) / (2 * 3.0**2))  # the profile of a sigma-3 Gaussian
+    np.testing.assert_allclose(smooth[20], expected, atol=2e-3)
+
+
+@pytest.mark.parametrize("sign", SIGNS)
+def test_smoothing_zero_changes_nothing(sign: str) -> None:
+    attr = _random_map(5)
+    np.testing.assert_array_equal(normalize_attribution(attr, sign, smooth=0.0), normalize_attribution(attr, sign))
+
+
+@pytest.mark.parametrize(("sign", "values"), [("absolute", np.abs), ("all", lambda a: a)])
+def test_smoothing_blurs_magnitudes_for_absolute_and_signed_values_for_all(sign: str, values: object) -> None:
+    """A +1/-1 checkerboard's magnitudes blur to a flat map; its signed values to about zero (away from
+    the edges, where "nearest" repeats the border)."""
+    attr = _random_map(9)
+    blurred = gaussian_filter(values(attr), sigma=2.0, mode="nearest")  # type: ignore[operator]
+    np.testing.assert_allclose(normalize_attribution(attr, sign, smooth=2.0),  # type: ignore[arg-type]
+                               normalize_attribution(blurred, sign), rtol=1e-5, atol=1e-6)  # type: ignore[arg-type]
+    board = np.where((np.arange(16)[:, None] + np.arange(16)[None, :]) % 2 == 0, 1.0, -1.0)
+    raw = gaussian_filter(values(board), sigma=2.0, mode="nearest")  # type: ignore[operator]
+    assert np.allclose(raw, 1.0) if sign == "absolute" else np.abs(raw[3:-3, 3:-3]).max() < 0.01
+
+
+@pytest.mark.parametrize("sign", ["absolute", "positive", "negative"])
+def test_the_floor_maps_floor_to_peak_linearly(sign: str) -> None:
+    attr = np.random.default_rng(6).uniform(10.0, 11.0, (37, 53))  # far from zero, like an upsampled GradCAM map
+    if sign == "negative":
+        attr = -attr
+    values = np.abs(attr)
+    out = normalize_attribution(attr, sign, floor=True)  # type: ignore[arg-type]
+    np.testing.assert_allclose(out, (values - values.min()) / (values.max() - values.min()), rtol=1e-5, atol=1e-6)
+    assert out.min() == 0.0 and out.max() == 1.0
+    without = normalize_attribution(attr, sign)  # type: ignore[arg-type]
+    assert without.min() > 0.5  # from zero, every pixel is at least half coloured
+
+
+def test_the_floor_leaves_signed_maps_and_flat_maps_alone() -> None:
+    attr = _random_map(8)
+    np.testing.assert_array_equal(normalize_attribution(attr, "all", floor=True), normalize_attribution(attr, "all"))
+    assert not normalize_attribution(np.full((4, 4), 2.0), "absolute", floor=True).any()

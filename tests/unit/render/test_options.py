@@ -25,6 +25,7 @@ def test_defaults() -> None:
     assert (spec.colormap, spec.alpha, spec.sign, spec.max_size, spec.outlier_perc) == (
         None, 0.5, "absolute", 1024, 2.0,
     )
+    assert (spec.smooth, spec.floor) == (0.0, False)
     assert spec.resolved_colormap() == "jet"
     assert RenderSpec(sign="positive").resolved_colormap() == "jet"
     assert RenderSpec(sign="negative").resolved_colormap() == "jet"
@@ -50,6 +51,9 @@ def test_frozen() -> None:
         {"max_size": 10.5},
         {"outlier_perc": -1.0},
         {"outlier_perc": 100.0},
+        {"smooth": -1.0},
+        {"smooth": 65.0},
+        {"smooth": float("inf")},
     ],
 )
 def test_invalid_specs_raise(kwargs: dict[str, object]) -> None:
