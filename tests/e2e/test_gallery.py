@@ -37,3 +37,17 @@ def test_the_committed_pictures_are_the_service_answers(tmp_path: Path) -> None:
     readme = (ROOT / "README.md").read_text()
     shown = [p.name for p in written if f"docs/img/{p.name}" in readme]
     assert len(shown) >= 3, "the README shows fewer than three of the pictures"
+    assert "docs/gallery.md" in readme
+
+
+def test_the_gallery_page_shows_every_image_method_on_every_gallery_image() -> None:
+    gallery = _gallery()
+    page = (ROOT / "docs" / "gallery.md").read_text()
+    assert page == gallery.gallery_markdown(), "docs/gallery.md is stale: run docs/make_gallery.py"
+    from app.inference.methods import METHODS
+
+    image_methods = {name for name, method in METHODS.items() if "image" in method.kinds}
+    assert set(gallery.IMAGE_METHODS) == image_methods
+    for picture in gallery.GRID:
+        assert f"img/{picture.name}.png" in page
+    assert len(gallery.GRID) == len(image_methods) * len(gallery.GRID_SOURCES) and len(gallery.PHOTOS) >= 2
