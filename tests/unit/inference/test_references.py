@@ -135,3 +135,18 @@ def test_per_channel_baseline_is_that_constant_colour() -> None:
     base = torch.tensor(colour).view(1, 3, 1, 1).expand_as(x)
     expected = IntegratedGradients(model.module).attribute(x, baselines=base, target=list(targets), n_steps=8)
     _close(ours, expected.detach())
+
+
+def test_deeplift_is_not_offered_where_a_non_linearity_is_called_twice() -> None:
+    """torchvision's ResNet blocks call their `relu` twice, which Captum's DeepLift cannot attribute
+    through (it raises): the ResNets offer neither DeepLift method; the demo CNN, whose ReLUs are
+    each called once, does."""
+    from app.inference.methods import offered_methods
+    from tests.unit.inference.parity import loaded
+
+    model = resnet("resnet18")
+    assert model.facts.reused["layer1.0.relu"] == "ReLU"
+    offered = offered_methods(model.spec, model.facts)
+    assert "deeplift" not in offered and "deeplift_shap" not in offered and "integrated_gradients" in offered
+    shapes = loaded("shapes")
+    assert not shapes.facts.reused and {"deeplift", "deeplift_shap"} <= set(offered_methods(shapes.spec, shapes.facts))

@@ -49,7 +49,9 @@ function control(name, prop, kind) {
   const list = kind.values.length ? `param-${name}-choices` : null;
   const input = el("input", {type: "text", list, spellcheck: "false", placeholder: value === null ? "default" : null});
   input.value = value ?? "";
-  const words = kind.values.length ? kind.values.join(", ") + (kind.number ? ", or a number" : "") : "";
+  const range = bounds(kind);
+  const number = kind.number ? `, or a number${range ? ` (${range})` : ""}` : "";
+  const words = kind.values.length ? kind.values.join(", ") + number : "";
   return [input, words, list && el("datalist", {id: list}, ...kind.values.map((v) => el("option", {value: v})))];
 }
 
