@@ -52,6 +52,8 @@ class Decoded:
     """N x input_shape, what attribution is computed against."""
     items: Sequence[Any]
     """Per instance, the kind's own record (the submitted image, the raw row)."""
+    held_bytes: int = 0
+    """Roughly what the decoded request holds in host memory (the submitted images)."""
 
 
 @dataclass(frozen=True)

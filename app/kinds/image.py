@@ -113,7 +113,7 @@ class ImageKind:
             *(host.run(decode_pixels, array, i, image, limits.max_image_pixels)
               for i, array in enumerate(pixels, start=len(probed))))
         array = images[0].pixels[None] if len(images) == 1 else np.stack([img.pixels for img in images])
-        return Decoded(array, images)
+        return Decoded(array, images, held_bytes=4 * sum(w * h for w, h in sizes))
 
     @staticmethod
     def _check_costs(sizes: Sequence[tuple[int, int]], limits: RequestLimits, options: ExplainOptions | None) -> None:

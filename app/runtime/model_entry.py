@@ -21,6 +21,7 @@ from app.kinds import InputKind
 from app.metrics import Metrics
 from app.runtime.batcher import Batcher, Completed, Limits
 from app.runtime.pool import CpuThreads, RowBudget, Worker
+from app.runtime.trim import trim_after
 from app.schemas import MethodInfo, ModelInfo
 
 logger = logging.getLogger(__name__)
@@ -109,7 +110,10 @@ def _worker(name: str, replica: LoadedModel, budget: RowBudget, threads: CpuThre
     def run(work: list[Work]) -> list[Any]:
         if threads is not None:
             threads.for_batch(len(work))
-        return list(budget.run(lambda rows: run_batch(replica, work, rows)))
+        try:
+            return list(budget.run(lambda rows: run_batch(replica, work, rows)))
+        finally:  # large chunks' activations go back to the system, not to the heap's free lists
+            trim_after(budget.rows * replica.facts.bytes_per_row)
 
     return Worker(name, run)
 

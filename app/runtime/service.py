@@ -26,6 +26,7 @@ from app.runtime import answers
 from app.runtime.host import HostPool
 from app.runtime.model_entry import ModelEntry
 from app.runtime.registry import Registry
+from app.runtime.trim import trim_after
 from app.schemas import ExplainRequest, ExplainResponse, Explanation, PredictResponse, Timings
 
 
@@ -77,7 +78,10 @@ class Service:
         self._check_count(count)
         self._check_rows(entry, count, "this request")
         decoded = await entry.kind.decode(entry.spec, instances, files, self.limits, self.host, None, pixels)
-        done = await entry.submit(PredictWork(decoded.array, request_id_var.get()), count, deadline)
+        array, held = decoded.array, decoded.held_bytes
+        del decoded
+        await self.host.run(trim_after, held)
+        done = await entry.submit(PredictWork(array, request_id_var.get()), count, deadline)
         result: PredictResult = done.value
         self.metrics.latency.labels(route, entry.spec.name, "queue").observe(done.queue_s)
         self.metrics.latency.labels(route, entry.spec.name, "compute").observe(done.compute_s)
@@ -127,4 +131,7 @@ class Service:
             self.metrics.latency.labels("explain", name, phase).observe(getattr(timings, phase) / 1000)
         response = ExplainResponse(model=name, method=method.name, params=params.model_dump(mode="json"),  # type: ignore[arg-type]
                                    explanations=explanations, timings_ms=timings)
+        held = decoded.held_bytes
+        del decoded, parts[1:]  # the images are no longer needed: let a trim return their memory
+        await self.host.run(trim_after, held)
         return ExplainAnswer(response, parts[0].png if want_png and parts else None)
