@@ -10,7 +10,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, WithJsonSchema
 
 from app import examples
-from app.types import Colormap, Kind, MethodName, OutputName, Sign, Task
+from app.types import KINDS, METHOD_NAMES, Colormap, OutputName, Sign, Task
+
+MethodName = Annotated[str, WithJsonSchema({"type": "string", "enum": list(METHOD_NAMES)})]
+"""A method of the table (app.inference.methods); the schema lists the shipped ones, and an unknown
+name is refused by the table itself (422), so a method added as a plug-in needs no change here."""
+KindName = Annotated[str, WithJsonSchema({"type": "string", "enum": list(KINDS)})]
+"""An input kind (app.kinds), likewise."""
 
 _INSTANCE_SCHEMA: dict[str, Any] = {
     "description": "A tabular row (object by feature name, or array of numbers in feature order) "
@@ -80,7 +86,7 @@ class ModelInfo(BaseModel):
                      "params": {"n_steps": 32, "baseline": "zeros", "method": "gausslegendre"}}]}]})
 
     name: str
-    kind: Kind
+    kind: KindName
     task: Task
     labels: list[str] | None = Field(description="Class labels in output order; null for regression")
     features: list[Feature] | None = Field(None, description="Tabular models: the features, in model order")
@@ -124,7 +130,8 @@ class ExplainRequest(_Strict):
         "examples": [examples.EXPLAIN_REQUEST, examples.EXPLAIN_IMAGE_REQUEST]})
 
     instances: list[Instance] = _INSTANCES
-    method: MethodName | None = Field(None, description="Attribution method; default the model's default_method")
+    method: MethodName | None = Field(None, max_length=100,
+                                      description="Attribution method; default the model's default_method")
     target: TargetValue | list[TargetValue] = Field(
         None, description="Class to explain: null (the predicted class), an index, a label, or a list with "
                           "one of those per instance")

@@ -77,6 +77,9 @@ class InputKind(Protocol):
     outputs: frozenset[str]
     """The `outputs` an explain request may ask for."""
     default_outputs: frozenset[str]
+    method_kinds: frozenset[str]
+    """The attribution methods that apply: those of these kinds (a new kind of feature vectors
+    can take the methods of "tabular" without any method row changing)."""
     shape_key: str
     """The catalog key that decides what one instance is (named when a model does not fit it)."""
     example_suffixes: tuple[str, ...]

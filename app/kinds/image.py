@@ -62,6 +62,8 @@ class ImageKind:
     outputs: frozenset[str] = frozenset({"overlay", "heatmap", "attributions"})
     example_suffixes: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp")
     """What a model's demo `examples` may be."""
+    method_kinds: frozenset[str] = frozenset({"image"})
+    """The methods for these kinds apply to it (a method row names the kinds it is for)."""
     shape_key = "image.size"
     """The catalog key that decides what one instance is."""
     default_outputs: frozenset[str] = frozenset({"overlay"})

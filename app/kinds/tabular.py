@@ -44,6 +44,8 @@ class TabularKind:
     outputs: frozenset[str] = frozenset({"chart", "summary"})
     example_suffixes: tuple[str, ...] = (".json",)
     """What a model's demo `examples` may be: JSON files of `{"instances": [...]}`."""
+    method_kinds: frozenset[str] = frozenset({"tabular"})
+    """The methods for these kinds apply to it (a method row names the kinds it is for)."""
     shape_key = "features"
     """The catalog key that decides what one instance is."""
     default_outputs: frozenset[str] = frozenset()

@@ -59,9 +59,10 @@ class Method:
     check: Callable[[ModelFacts, Any], None] = _no_check
     """Request-time checks against the model (422), before anything is queued."""
 
-    def offered_for(self, kind: str, facts: ModelFacts) -> bool:
-        """Of the model's kind, and where a layer method finds a layer to hook."""
-        return kind in self.kinds and (not self.needs_layers or facts.gradcam_layer is not None)
+    def offered_for(self, kinds: frozenset[str], facts: ModelFacts) -> bool:
+        """For inputs like the model's (`kinds`: its kind's `method_kinds`), and where a layer
+        method finds a layer to hook."""
+        return bool(self.kinds & kinds) and (not self.needs_layers or facts.gradcam_layer is not None)
 
 
 def chunk(rows: int, passes: int, max_rows: int) -> int:
