@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.api import docs, explain, health, models, openapi, predict, problems, ui, v2, v2_errors
-from app.api.middleware import ProblemCORS, RequestContext
+from app.api.middleware import CrossOriginGuard, ProblemCORS, RequestContext
 from app.config import Settings, get_settings
 from app.context import InFlight
 from app.metrics import Metrics
@@ -58,6 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     docs.install(app)
     openapi.install(app, settings)
+    if not settings.api_keys:
+        app.add_middleware(CrossOriginGuard, allowed=settings.cors_origins)
     if settings.cors_origins:
         app.add_middleware(ProblemCORS, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["*"],
