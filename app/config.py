@@ -59,6 +59,9 @@ class Settings(BaseSettings):
 
     host_workers: int = Field(0, ge=0)
     """Workers decoding images and rendering overlays, charts and PNGs; 0 = the host's CPU count."""
+    host_mode: Literal["auto", "process", "thread"] = "auto"
+    """Where that host work runs: worker processes (off this process's interpreter lock, which the
+    event loop and the device workers need), threads of this process, or `auto` (processes)."""
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
 

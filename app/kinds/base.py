@@ -26,9 +26,13 @@ T = TypeVar("T")
 
 
 class HostWork(Protocol):
-    """Where per-request CPU work runs (decoding, rendering): off the event loop."""
+    """Where per-request CPU work runs (decoding, rendering): off the event loop. `run` may send
+    the job to another process (a module-level function, picklable arguments); `run_local` keeps
+    it in this one, for jobs whose data costs more to send than the job itself."""
 
     def run(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]: ...
+
+    def run_local(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]: ...
 
 
 @dataclass(frozen=True)

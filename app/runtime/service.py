@@ -49,6 +49,9 @@ class Service:
         self.limits = RequestLimits(settings.max_instances, settings.max_image_pixels,
                                     settings.max_request_pixels, settings.max_output_pixels)
 
+    async def start(self) -> None:
+        await self.host.start()
+
     def close(self) -> None:
         self.host.close()
 
