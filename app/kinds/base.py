@@ -63,6 +63,7 @@ class ExplainOptions:
     outputs: frozenset[str]
     render: RenderOptions
     want_png: bool = False
+    attributions_format: str = "list"
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,8 @@ class InputKind(Protocol):
     """The catalog key that decides what one instance is (named when a model does not fit it)."""
     example_suffixes: tuple[str, ...]
     """The files a model's demo `examples` may be (catalog key `examples`)."""
+    attributions_formats: frozenset[str]
+    """The `attributions_format`s its answers can be written in."""
 
     def check_spec(self, spec: ModelSpec) -> None:
         """Raise ValueError for a catalog entry this kind cannot serve."""
@@ -112,6 +115,15 @@ class InputKind(Protocol):
                      predictions: Sequence[Prediction], options: ExplainOptions,
                      host: HostWork) -> list[Rendered]:
         """Each instance's part of its explanation."""
+
+
+def checked_format(kind: InputKind, asked: str) -> str:
+    """The attributions format asked for; 422 for one the kind cannot write."""
+    if asked not in kind.attributions_formats:
+        raise InvalidInput(f"attributions_format '{asked}' is not available for {kind.name} models "
+                           f"(choose from {sorted(kind.attributions_formats)})",
+                           [ErrorItem(("attributions_format",), "not available")])
+    return asked
 
 
 def checked_outputs(kind: InputKind, asked: Sequence[str] | None) -> frozenset[str]:

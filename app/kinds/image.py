@@ -4,6 +4,7 @@ colours blended over the submitted image out (overlay, RGBA heatmap), and the ra
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -84,8 +85,17 @@ def round_significant(values: NDArray[np.floating[Any]], digits: int = 6) -> NDA
     return np.round(values * scale) / scale
 
 
+def attribution_values(attr: NDArray[np.float32], attributions_format: str = "list") -> Any:
+    """An H x W map as the answer's `attributions`: nested lists of 6-significant-digit numbers, or
+    (`float32`) its values as little-endian bytes in base64, with its shape (an EncodedArray)."""
+    if attributions_format == "float32":
+        data = np.ascontiguousarray(attr, dtype="<f4").tobytes()
+        return {"dtype": "float32", "shape": list(attr.shape), "b64": base64.b64encode(data).decode("ascii")}
+    return round_significant(attr).tolist()
+
+
 def _render(image: Submitted, attribution: NDArray[np.float32], render: dict[str, Any],
-            outputs: frozenset[str]) -> tuple[dict[str, Any], bytes | None]:
+            outputs: frozenset[str], attributions_format: str = "list") -> tuple[dict[str, Any], bytes | None]:
     """The image outputs asked for, and the overlay's PNG bytes."""
     attr = attribution.sum(axis=0) if attribution.ndim == 3 else attribution
     spec = RenderSpec(**render)
@@ -100,7 +110,7 @@ def _render(image: Submitted, attribution: NDArray[np.float32], render: dict[str
         if "heatmap" in outputs:
             fields["heatmap"] = data_uri(encode_png(heat))
     if "attributions" in outputs:
-        fields["attributions"] = round_significant(attr).tolist()
+        fields["attributions"] = attribution_values(attr, attributions_format)
     return fields, png
 
 
@@ -109,6 +119,7 @@ class ImageKind:
     outputs: frozenset[str] = frozenset({"overlay", "heatmap", "attributions"})
     example_suffixes: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp")
     """What a model's demo `examples` may be."""
+    attributions_formats: frozenset[str] = frozenset({"list", "float32"})
     shape_key = "image.size"
     """The catalog key that decides what one instance is."""
     default_outputs: frozenset[str] = frozenset({"overlay"})
@@ -191,7 +202,7 @@ class ImageKind:
         # Pictures are worth sending to a host work process; the raw map alone is not.
         run = host.run if outputs & IMAGE_OUTPUTS else host.run_local
         maps = [attr.sum(axis=0) if attr.ndim == 3 and attr.shape[0] > 1 else attr for attr in attributions]
-        done = await asyncio.gather(*(run(_render, image, attr, render, outputs)
+        done = await asyncio.gather(*(run(_render, image, attr, render, outputs, options.attributions_format)
                                       for image, attr in zip(decoded.items, maps, strict=True)))
         return [Rendered(fields, png if options.want_png else None) for fields, png in done]
 

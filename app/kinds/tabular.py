@@ -43,6 +43,7 @@ class TabularKind:
     name = "tabular"
     outputs: frozenset[str] = frozenset({"chart", "summary"})
     example_suffixes: tuple[str, ...] = (".json",)
+    attributions_formats: frozenset[str] = frozenset({"list"})
     """What a model's demo `examples` may be: JSON files of `{"instances": [...]}`."""
     shape_key = "features"
     """The catalog key that decides what one instance is."""

@@ -111,6 +111,11 @@ class ProcessPool:
         finally:
             theirs.close()  # the worker has its own copy; ours open would hide the worker's death
         reader, writer = await asyncio.open_unix_connection(sock=ours)
+        if self._closed:  # closed while this one started
+            writer.transport.abort()
+            process.kill()
+            await asyncio.to_thread(process.wait)
+            return
         worker = _Worker(process, reader, writer)
         worker.task = asyncio.create_task(self._read(worker), name=f"host-work-{process.pid}")
         self._workers.append(worker)
@@ -191,6 +196,8 @@ class ProcessPool:
         try:
             await self._spawn()
         except Exception:
+            if self._closed:
+                return
             logger.exception("could not start a host work process (%d left)", len(self._workers))
             if not self._workers:
                 self._fail_queued(NotReady("no host work process could be started", headers={"Retry-After": "5"}))

@@ -41,6 +41,12 @@ def host_cores() -> int:
         return os.cpu_count() or 1
 
 
+def shares(cores: int, replicas: int) -> tuple[int, int]:
+    """A replica's threads for a batch that takes every core, and for one that leaves one spare:
+    the cores shared evenly between `replicas` replicas, at least one each."""
+    return max(1, cores // replicas), max(1, (cores - 1) // replicas)
+
+
 class CpuThreads:
     """Intra-op threads of one replica's worker thread, set per batch (on change only: a new
     count costs ~2 ms to regroup the OpenMP team)."""
@@ -58,7 +64,7 @@ class CpuThreads:
         cores = host_cores() if cores is None else cores
         if cores < 2 or cores > _STARTING_THREADS:
             return None
-        return cls(max(1, cores // replicas), max(1, (cores - 1) // replicas), flops_per_row)
+        return cls(*shares(cores, replicas), flops_per_row)
 
     def threads_for(self, items: int, rows: int) -> int:
         """Threads for a batch of `items` items costing `rows` work rows in all. A model whose
