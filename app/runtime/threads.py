@@ -1,16 +1,16 @@
 """Intra-op threads of a CPU replica's worker, chosen per batch from what the batch costs.
 
 Every core goes to compute when the batch is all there is to do (a batch of one: the service
-is idle) or when each of its items is heavy compute (a convolutional network: resnet18 is 3.6
-GFLOP per row, integrated gradients on a small CNN 16 rows of 25 MFLOP per request): such a
-batch runs for tens of milliseconds to seconds per item, against about a millisecond of
-decoding and rendering, so a core kept back for that host work would idle most of the time.
+is idle) or when each of its items is real compute (a convolutional network: resnet18 is 3.6
+GFLOP per row; GradCAM on the small shapes CNN one 25 MFLOP row per request, integrated
+gradients on it 18 such rows): such an item costs as much CPU as its request's HTTP, JSON,
+decoding and rendering or more, and those run in other processes and threads the scheduler
+fits around the compute (OpenMP threads that wait sleep: OMP_WAIT_POLICY=PASSIVE, app/__main__.py).
 
-One core is left out of the OpenMP team for a batch of light items (a 30-feature MLP: 8
-kFLOP per row; GradCAM on the small CNN: one 25 MFLOP row per request), whose requests cost as
-much host work (HTTP, JSON, decoding, rendering) as compute: with every core in the team, a team
-thread descheduled by that work stalls the team at its barrier (on 2 cores, batched integrated
-gradients on the MLP ran 3x slower).
+One core is left out of the OpenMP team for a batch of light items (a 30-feature MLP: 8 kFLOP
+per row, 0.3 MFLOP for an integrated-gradients request), which is mostly the event loop's work:
+with every core in the team, a team thread descheduled by the event loop stalls the team at its
+barrier (on 2 cores, batched integrated gradients on the MLP ran 3x slower, with spinning waits).
 
 The measure is the model's floating-point operations per row (counted once at load:
 `ModelFacts.flops_per_row`) times the item's work rows: deterministic, unlike a timed probe on
@@ -24,10 +24,11 @@ import os
 
 import torch
 
-HEAVY_ITEM_FLOPS = 100_000_000
-"""Forward FLOPs per item from which a batch takes every core: about 3 ms of forward and
-backward on one core of a 2024 server CPU (~30 GFLOP/s in float32 for a small convolution),
-more than the host work of an image request (decode, overlay, PNG, JSON: 1-3 ms)."""
+HEAVY_ITEM_FLOPS = 10_000_000
+"""Forward FLOPs per item from which a batch takes every core: about 1 ms of forward and
+backward on one core (~30 GFLOP/s in float32 for a small convolution), as much as the event
+loop's own work for a request (0.6-1.2 ms on the 2-core benchmark host). On 2 cores, shapes
+GradCAM at 64 concurrent: 228-279 req/s with a core spare, 311-346 with both (history.md)."""
 
 _STARTING_THREADS = torch.get_num_threads()
 """Torch's intra-op thread count before any worker changed it (OMP_NUM_THREADS, else all cores)."""

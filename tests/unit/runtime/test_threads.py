@@ -35,14 +35,15 @@ def test_a_batch_of_one_takes_every_core_whatever_it_costs() -> None:
     assert threads.threads_for(items=1, rows=34) == 8
 
 
-def test_light_items_leave_a_core_for_host_work() -> None:
+def test_light_items_leave_a_core_for_the_event_loop() -> None:
     tabular_ig = CpuThreads(every=2, spare=1, flops_per_row=MLP_FLOPS)
     assert tabular_ig.threads_for(items=32, rows=32 * 34) == 1  # 32 IG requests of 34 rows: 0.27 MFLOP each
-    shapes_gradcam = CpuThreads(every=2, spare=1, flops_per_row=SHAPES_FLOPS)
-    assert shapes_gradcam.threads_for(items=64, rows=64) == 1  # one 25 MFLOP row per request
+    assert tabular_ig.threads_for(items=64, rows=64) == 1  # predictions
 
 
 def test_heavy_items_take_every_core() -> None:
+    shapes_gradcam = CpuThreads(every=2, spare=1, flops_per_row=SHAPES_FLOPS)
+    assert shapes_gradcam.threads_for(items=64, rows=64) == 2  # one 25 MFLOP row per request
     shapes_ig = CpuThreads(every=2, spare=1, flops_per_row=SHAPES_FLOPS)
     assert shapes_ig.threads_for(items=16, rows=16 * 18) == 2  # 18 rows of 25 MFLOP per request
     resnet = CpuThreads(every=16, spare=15, flops_per_row=3_628_146_688)
@@ -63,7 +64,7 @@ def test_uncounted_flops_count_as_light() -> None:
 def test_for_batch_sets_the_threads_of_the_calling_thread() -> None:
     before = torch.get_num_threads()
     try:
-        threads = CpuThreads(every=2, spare=1, flops_per_row=SHAPES_FLOPS)
+        threads = CpuThreads(every=2, spare=1, flops_per_row=MLP_FLOPS)
         threads.for_batch(items=8, rows=8)
         assert torch.get_num_threads() == 1
         threads.for_batch(items=1, rows=1)
