@@ -127,3 +127,16 @@ def test_host_pool_runs_jobs_in_the_mode_it_is_set_to(mode: str) -> None:
         with pytest.raises(NotReady):
             await host.run_local(host_jobs.pid)
     asyncio.run(body())
+
+
+def test_every_job_a_dead_worker_held_is_retried_in_order(tmp_path: Path) -> None:
+    async def test(pool: ProcessPool) -> None:
+        held = asyncio.ensure_future(pool.run(host_jobs.hold, str(tmp_path), "held"))
+        behind = [asyncio.ensure_future(pool.run(host_jobs.echo, i)) for i in range(3)]  # queued on the one worker
+        await _until(lambda: any(tmp_path.glob("pid-*")))
+        os.kill(pool.pids[0], signal.SIGKILL)
+        await _until(lambda: pool.restarts == 1)
+        (tmp_path / "go").touch()
+        assert await held == "held"
+        assert await asyncio.gather(*behind) == [0, 1, 2]
+    with_pool(test, size=1)
