@@ -14,7 +14,6 @@ from app.errors import InvalidInput
 from app.inference.inputs import tabular_rows
 from app.kinds.base import Decoded, ExplainOptions, HostWork, Rendered, RequestLimits
 from app.render import contribution_chart, data_uri, summary_sentence
-from app.schemas import FeatureAttribution
 
 if TYPE_CHECKING:
     from app.inference.catalog import ModelSpec
@@ -100,8 +99,8 @@ class TabularKind:
         for raw, attr, prediction in zip(decoded.items, attributions, predictions, strict=True):
             values = [float(v) for v in raw]
             attrs = [float(a) for a in attr]
-            fields.append({"attributions": [  # numbers already: construct, do not validate
-                FeatureAttribution.model_construct(feature=f, value=v, attribution=float(f"{a:.6g}"))
+            fields.append({"attributions": [  # FeatureAttribution fields: validated in one pass with the answer
+                {"feature": f, "value": v, "attribution": float(f"{a:.6g}")}
                 for f, v, a in zip(features, values, attrs, strict=True)]})
             if options.outputs:
                 jobs.append(host.run(_render, features, values, attrs, headline(spec.name, prediction),
