@@ -14,7 +14,7 @@ the fewest in hand, so an idle worker takes it at once. The wire format is
 
 Workers are fresh interpreters (`subprocess`, never a fork of this process, whose threads and
 torch state a fork would copy half-way; nor multiprocessing's spawn, which re-imports the
-parent's `__main__`). A worker that dies (killed, out of memory, a crash in a decoder) costs only
+parent's `__main__`). A worker that dies (killed, out of memory, a crash in a decoder) costs
 only the jobs it held: retried once on another worker, then answered 503; a fresh worker takes
 its place.
 """
