@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, WithJsonSchema
 
 from app import examples
-from app.types import KINDS, METHOD_NAMES, Colormap, OutputName, Sign, Task
+from app.types import KINDS, METHOD_NAMES, AttributionsFormat, Colormap, OutputName, Sign, Task
 
 MethodName = Annotated[str, WithJsonSchema({"type": "string", "enum": list(METHOD_NAMES)})]
 """A method of the table (app.inference.methods); the schema lists the shipped ones, and an unknown
@@ -141,8 +141,19 @@ class ExplainRequest(_Strict):
         None, description='Image models: any of "overlay" (default), "heatmap", "attributions"; tabular '
                           'models: "chart", "summary" (attributions are always there)')
     render: RenderOptions = Field(default_factory=RenderOptions)
+    attributions_format: AttributionsFormat = Field(
+        "list", description='Image attributions as "list" (H x W nested lists of numbers, 6 significant digits) '
+                            'or "float32" (an EncodedArray: every value as computed, 5.3 characters a value)')
     top_k: int | None = _TOP_K
     model: str | None = _MODEL
+
+
+class EncodedArray(BaseModel):
+    """An array as bytes: the base64 of its values in row-major order, little-endian."""
+
+    dtype: Literal["float32"]
+    shape: list[int] = Field(description="Its dimensions, e.g. [H, W]")
+    b64: str = Field(description="Base64 of the values (4 bytes each, little-endian)")
 
 
 class ClassScore(BaseModel):
@@ -191,9 +202,9 @@ class Explanation(BaseModel):
                                     "aspect ratio")
     heatmap: str | None = _optional("Image: PNG data URI, RGBA colour map alone, transparent where attribution "
                                     "is about zero")
-    attributions: list[list[float]] | list[FeatureAttribution] | None = _optional(
+    attributions: list[list[float]] | list[FeatureAttribution] | EncodedArray | None = _optional(
         "Tabular: per feature, in declared order. Image (when asked for): H x W floats at the model's input "
-        "size, channels summed")
+        'size, channels summed; an EncodedArray with attributions_format "float32"')
     chart: str | None = _optional("Tabular: PNG data URI of the ranked contributions")
     summary: str | None = _optional("Tabular: one sentence naming the strongest drivers")
 

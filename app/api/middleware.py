@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Callable, Collection
 
 from starlette.datastructures import Headers
@@ -21,6 +22,14 @@ from app.metrics import Metrics
 logger = logging.getLogger(__name__)
 
 _SAFE_ID = re.compile(r"^[\w.:/+=@-]{1,128}$")
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count()
+
+
+def new_request_id() -> str:
+    """32 hex digits, unique in this process (a random prefix and a counter): as unique as a
+    uuid4 here, without a getrandom system call per request."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFFFFFF:016x}"
 LABELS_KEY = "explainserve.labels"
 
 
@@ -48,7 +57,7 @@ class RequestContext:
             if name == b"x-request-id":
                 incoming = value.decode("latin-1")
                 break
-        request_id = incoming if incoming and _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if incoming and _SAFE_ID.match(incoming) else new_request_id()
         token = request_id_var.set(request_id)
         labels: dict[str, str] = {}
         scope[LABELS_KEY] = labels

@@ -26,9 +26,13 @@ T = TypeVar("T")
 
 
 class HostWork(Protocol):
-    """Where per-request CPU work runs (decoding, rendering): off the event loop."""
+    """Where per-request CPU work runs (decoding, rendering): off the event loop. `run` may send
+    the job to another process (a module-level function, picklable arguments); `run_local` keeps
+    it in this one, for jobs whose data costs more to send than the job itself."""
 
     def run(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]: ...
+
+    def run_local(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]: ...
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class ExplainOptions:
     outputs: frozenset[str]
     render: RenderOptions
     want_png: bool = False
+    attributions_format: str = "list"
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,8 @@ class InputKind(Protocol):
     """The catalog key that decides what one instance is (named when a model does not fit it)."""
     example_suffixes: tuple[str, ...]
     """The files a model's demo `examples` may be (catalog key `examples`)."""
+    attributions_formats: frozenset[str]
+    """The `attributions_format`s its answers can be written in."""
 
     def check_spec(self, spec: ModelSpec) -> None:
         """Raise ValueError for a catalog entry this kind cannot serve."""
@@ -113,6 +120,15 @@ class InputKind(Protocol):
                      predictions: Sequence[Prediction], options: ExplainOptions,
                      host: HostWork) -> list[Rendered]:
         """Each instance's part of its explanation."""
+
+
+def checked_format(kind: InputKind, asked: str) -> str:
+    """The attributions format asked for; 422 for one the kind cannot write."""
+    if asked not in kind.attributions_formats:
+        raise InvalidInput(f"attributions_format '{asked}' is not available for {kind.name} models "
+                           f"(choose from {sorted(kind.attributions_formats)})",
+                           [ErrorItem(("attributions_format",), "not available")])
+    return asked
 
 
 def checked_outputs(kind: InputKind, asked: Sequence[str] | None) -> frozenset[str]:

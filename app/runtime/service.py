@@ -20,7 +20,7 @@ from app.config import Settings
 from app.context import request_id_var
 from app.errors import NotAcceptable, PayloadTooLarge
 from app.inference.engine import ExplainResult, ExplainWork, PredictResult, PredictWork
-from app.kinds import ExplainOptions, RequestLimits, checked_outputs
+from app.kinds import ExplainOptions, RequestLimits, checked_format, checked_outputs
 from app.metrics import Metrics
 from app.runtime import answers
 from app.runtime.host import HostPool
@@ -49,6 +49,9 @@ class Service:
         self.host = HostPool(settings)
         self.limits = RequestLimits(settings.max_instances, settings.max_image_pixels,
                                     settings.max_request_pixels, settings.max_output_pixels)
+
+    async def start(self) -> None:
+        await self.host.start()
 
     def close(self) -> None:
         self.host.close()
@@ -100,7 +103,8 @@ class Service:
         started = time.perf_counter()
         entry = self.registry.get(name)
         method, params = entry.method(request.method, request.params)
-        options = ExplainOptions(checked_outputs(entry.kind, request.outputs), request.render, want_png)
+        options = ExplainOptions(checked_outputs(entry.kind, request.outputs), request.render, want_png,
+                                 checked_format(entry.kind, request.attributions_format))
         count = len(request.instances) + len(files)
         self._check_count(count)
         if want_png and (count != 1 or "overlay" not in entry.kind.outputs):
