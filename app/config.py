@@ -59,6 +59,13 @@ class Settings(BaseSettings):
 
     host_workers: int = Field(0, ge=0)
     """Workers decoding images and rendering overlays, charts and PNGs; 0 = the host's CPU count."""
+    omp_wait_policy: Literal["PASSIVE", "ACTIVE"] = "PASSIVE"
+    """OpenMP's (libgomp's own variable, applied by `python -m app` before torch loads): whether a
+    compute thread waiting for its team sleeps (PASSIVE) or spins (ACTIVE, libgomp's default for a
+    while): spinning threads take the cores host work and other compute threads need."""
+    host_mode: Literal["auto", "process", "thread"] = "auto"
+    """Where that host work runs: worker processes (off this process's interpreter lock, which the
+    event loop and the device workers need), threads of this process, or `auto` (processes)."""
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
 
@@ -88,6 +95,11 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("omp_wait_policy", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod

@@ -10,7 +10,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, WithJsonSchema
 
 from app import examples
-from app.types import Colormap, Kind, MethodName, OutputName, Sign, Task
+from app.types import KINDS, METHOD_NAMES, AttributionsFormat, Colormap, OutputName, Sign, Task
+
+MethodName = Annotated[str, WithJsonSchema({"type": "string", "enum": list(METHOD_NAMES)})]
+"""A method of the table (app.inference.methods); the schema lists the shipped ones, and an unknown
+name is refused by the table itself (422), so a method added as a plug-in needs no change here."""
+KindName = Annotated[str, WithJsonSchema({"type": "string", "enum": list(KINDS)})]
+"""An input kind (app.kinds), likewise."""
 
 _INSTANCE_SCHEMA: dict[str, Any] = {
     "description": "A tabular row (object by feature name, or array of numbers in feature order) "
@@ -80,7 +86,7 @@ class ModelInfo(BaseModel):
                      "params": {"n_steps": 32, "baseline": "zeros", "method": "gausslegendre"}}]}]})
 
     name: str
-    kind: Kind
+    kind: KindName
     task: Task
     labels: list[str] | None = Field(description="Class labels in output order; null for regression")
     features: list[Feature] | None = Field(None, description="Tabular models: the features, in model order")
@@ -127,7 +133,8 @@ class ExplainRequest(_Strict):
         "examples": [examples.EXPLAIN_REQUEST, examples.EXPLAIN_IMAGE_REQUEST]})
 
     instances: list[Instance] = _INSTANCES
-    method: MethodName | None = Field(None, description="Attribution method; default the model's default_method")
+    method: MethodName | None = Field(None, max_length=100,
+                                      description="Attribution method; default the model's default_method")
     target: TargetValue | list[TargetValue] = Field(
         None, description="Class to explain: null (the predicted class), an index, a label, or a list with "
                           "one of those per instance")
@@ -138,8 +145,19 @@ class ExplainRequest(_Strict):
                           'models: "chart", "summary" (attributions are always there); both: "faithfulness" '
                           "(deletion and insertion AUC, at extra forward passes)")
     render: RenderOptions = Field(default_factory=RenderOptions)
+    attributions_format: AttributionsFormat = Field(
+        "list", description='Image attributions as "list" (H x W nested lists of numbers, 6 significant digits) '
+                            'or "float32" (an EncodedArray: every value as computed, 5.3 characters a value)')
     top_k: int | None = _TOP_K
     model: str | None = _MODEL
+
+
+class EncodedArray(BaseModel):
+    """An array as bytes: the base64 of its values in row-major order, little-endian."""
+
+    dtype: Literal["float32"]
+    shape: list[int] = Field(description="Its dimensions, e.g. [H, W]")
+    b64: str = Field(description="Base64 of the values (4 bytes each, little-endian)")
 
 
 class ClassScore(BaseModel):
@@ -212,9 +230,9 @@ class Explanation(BaseModel):
                                     "aspect ratio")
     heatmap: str | None = _optional("Image: PNG data URI, RGBA colour map alone, transparent where attribution "
                                     "is about zero")
-    attributions: list[list[float]] | list[FeatureAttribution] | None = _optional(
+    attributions: list[list[float]] | list[FeatureAttribution] | EncodedArray | None = _optional(
         "Tabular: per feature, in declared order. Image (when asked for): H x W floats at the model's input "
-        "size, channels summed")
+        'size, channels summed; an EncodedArray with attributions_format "float32"')
     chart: str | None = _optional("Tabular: PNG data URI of the ranked contributions")
     summary: str | None = _optional("Tabular: one sentence naming the strongest drivers")
 

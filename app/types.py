@@ -13,6 +13,9 @@ ImageOutput = Literal["overlay", "heatmap", "attributions"]
 TabularOutput = Literal["chart", "summary"]
 OutputName = Literal[ImageOutput, TabularOutput, "faithfulness"]
 """What an explanation may carry beyond its attributions; "faithfulness" is for every kind."""
+AttributionsFormat = Literal["list", "float32"]
+"""How image attributions are written: nested JSON lists (6 significant digits), or the float32
+values as base64 bytes with their shape."""
 MethodName = Literal[
     "integrated_gradients", "gradient_shap", "saliency", "input_x_gradient", "smoothgrad",
     "gradcam", "occlusion", "feature_ablation", "kernel_shap", "lime", "deeplift", "deeplift_shap",

@@ -12,7 +12,7 @@ after)` turns two samples into CPU seconds per group:
   the naive server's requests)
 - `other`: every other thread, and threads that exited during the interval
 - `child processes`: every descendant process (live, or exited and reaped during the interval),
-  also broken down by process name in `children`
+  also broken down by process name in `children` (our service's host work processes as `host-work`)
 
 A thread's name in /proc is the OS-level name: torch's intra-op threads inherit the name of the
 thread that started them (so a worker's compute threads count as `workers`), and Python threads
@@ -80,6 +80,17 @@ def _name(path: Path) -> str:
     return path.read_text().rstrip("\n")
 
 
+HOST_WORKER = b"app.runtime.host_worker"
+"""In the command line of our service's host work processes (`python -c ...`, named `python3.x`)."""
+
+
+def _process_name(pid: int) -> str:
+    """A child's name: `host-work` for our service's host work processes, else its `comm`."""
+    if HOST_WORKER in (PROC / str(pid) / "cmdline").read_bytes():
+        return "host-work"
+    return _name(PROC / str(pid) / "comm")
+
+
 def _descendants(pid: int) -> list[int]:
     parents: dict[int, list[int]] = {}
     for entry in PROC.iterdir():
@@ -117,7 +128,7 @@ def sample(pid: int) -> TreeSample:
     out.reaped_s = _cpu(fields, with_children=True) - out.process_s
     for child in _descendants(pid):
         try:
-            out.children[child] = (_name(PROC / str(child) / "comm"),
+            out.children[child] = (_process_name(child),
                                    _cpu(_stat_fields(PROC / str(child) / "stat"), with_children=True))
         except (OSError, IndexError, ValueError):
             continue

@@ -148,7 +148,8 @@ def cpu_group_row(label: str, server_cpu: dict[str, Any], names: tuple[str, ...]
 CPU_GROUPS_NOTE = (
     "Server CPU per answered request by thread group, from /proc per thread (bench/procstat.py): the event "
     "loop (the main thread), our device workers (`worker*` threads, with the intra-op threads they start), "
-    "our host-work pool (`host*`; `decode*` and `render*` in runs before it), the request threads of "
+    "our host-work threads (`host*`, `HOST_MODE=thread`; `decode*` and `render*` in runs before it; the "
+    "default host-work processes count as child processes, `host-work`), the request threads of "
     "FastAPI's thread pool (the naive server's "
     "`def` route), every other or exited thread, and child processes (by name in the last column).")
 

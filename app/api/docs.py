@@ -1,7 +1,8 @@
-"""The OpenAPI description and its interactive pages (Swagger UI at /docs, ReDoc at /redoc),
-served with their assets from the service itself, so they work without internet.
+"""The OpenAPI description and its interactive page (Swagger UI at /docs), served with its assets
+from the service itself, so it works without internet.
 
-The assets come from `fastapi-offline`, which ships Swagger UI 5 and ReDoc 2 bundles. With API
+The assets come from `fastapi-offline`, which ships Swagger UI 5. (Its ReDoc bundle is not served:
+ReDoc's page loads its logo from a CDN.) With API
 keys configured, the description and the pages need a key like the model routes: browsers are
 asked for it by a Basic challenge (any user name, the key as password), and Swagger UI's calls
 then carry it.
@@ -14,7 +15,7 @@ from pathlib import Path
 import fastapi_offline
 import orjson
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import HTMLResponse, Response
 
@@ -53,14 +54,6 @@ async def swagger_ui(request: Request) -> HTMLResponse:
 @router.get("/docs/oauth2-redirect")
 async def swagger_ui_redirect() -> HTMLResponse:
     return get_swagger_ui_oauth2_redirect_html()
-
-
-@router.get("/redoc")
-async def redoc(request: Request) -> HTMLResponse:
-    check_key(_settings(request), request, BROWSER_CHALLENGE)
-    return get_redoc_html(openapi_url=OPENAPI_URL, title=f"{request.app.title} - ReDoc",
-                          redoc_js_url=f"{ASSETS_URL}/redoc.standalone.js",
-                          redoc_favicon_url=f"{ASSETS_URL}/favicon.png", with_google_fonts=False)
 
 
 def install(app: FastAPI) -> None:

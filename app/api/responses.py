@@ -1,4 +1,11 @@
-"""Fast JSON responses: orjson for plain data, pydantic's own serialiser for the typed answers."""
+"""Fast JSON responses: the typed answers (app/schemas.py) as plain data, written by orjson.
+
+Measured (bench/results/history.md): for an answer of eight image overlays, pydantic's own JSON
+writer took 0.67 ms and orjson of `model_dump()` 0.04 ms; for a 128 x 128 attribution map 1.0 ms
+against 0.6 ms; for a tabular answer the two are equal. `model_dump` applies the models' own
+serialisation rules (fields left out when they do not apply, aliases), so what is written is
+what OpenAPI publishes.
+"""
 
 from __future__ import annotations
 
@@ -14,5 +21,5 @@ class JSONResponse(Response):
 
     def render(self, content: Any) -> bytes:
         if isinstance(content, BaseModel):
-            return content.model_dump_json().encode()
+            content = content.model_dump()
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -90,8 +90,8 @@ def _the_input(body: Body, sig: Signature) -> tuple[RequestInput, bytes | None]:
 def _check_shape(tensor: RequestInput, declared: list[int], max_rows: int) -> int:
     shape = tensor.shape
     fits = len(shape) == len(declared) and all(d in (-1, s) for d, s in zip(declared, shape, strict=True))
-    if tensor.name == "image" and shape[1:] == [1] and len(shape) == 2:
-        fits = True  # [N, 1], as Triton's image clients often send BYTES
+    if declared == [-1] and shape[1:] == [1] and len(shape) == 2:
+        fits = True  # [N, 1] for [N]: Triton's clients often send BYTES so
     if not fits:
         raise InvalidInput(f"input '{tensor.name}' has shape {declared}, got {shape}",
                            [ErrorItem(("inputs", tensor.name, "shape"), f"expected {declared}")])

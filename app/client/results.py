@@ -95,13 +95,25 @@ def decode_data_uri(uri: str) -> bytes:
         raise ValueError(f"bad base64 in data URI: {exc}") from None
 
 
+def decode_array(data: Mapping[str, Any]) -> NDArray[np.float32]:
+    """An EncodedArray (`{"dtype": "float32", "shape": [...], "b64": ...}`) as a numpy array."""
+    if data.get("dtype") != "float32":
+        raise ValueError(f"unsupported dtype {data.get('dtype')!r} (expected float32)")
+    shape = tuple(int(n) for n in data["shape"])
+    values = np.frombuffer(base64.b64decode(data["b64"], validate=True), dtype="<f4")
+    if values.size != int(np.prod(shape)):
+        raise ValueError(f"{values.size} values for shape {list(shape)}")
+    return values.reshape(shape).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class Explanation:
     """One instance's explanation.
 
     `attributions` is a list of `FeatureAttribution` (tabular, in feature order) or an
     H x W float32 array (image, at the model's input size) when asked for with
-    `outputs=["attributions"]`; None otherwise. `overlay`, `heatmap` and `chart` are the data
+    `outputs=["attributions"]` (sent as lists, or as bytes with `attributions_format="float32"`);
+    None otherwise. `overlay`, `heatmap` and `chart` are the data
     URIs as sent (ready for `<img src>`); the `*_png` properties decode them to PNG bytes.
     `n_steps` and `converged` (integrated gradients with n_steps "auto"), `faithfulness`
     (`{"deletion_auc", "insertion_auc"}`, when asked for) and `spread` (sampling methods with
@@ -126,7 +138,9 @@ class Explanation:
     def from_json(cls, data: Mapping[str, Any]) -> Explanation:
         raw_attr = data.get("attributions")
         attributions: list[FeatureAttribution] | NDArray[np.float32] | None = None
-        if raw_attr is not None:
+        if isinstance(raw_attr, Mapping):
+            attributions = decode_array(raw_attr)
+        elif raw_attr is not None:
             if raw_attr and isinstance(raw_attr[0], Mapping):
                 attributions = [FeatureAttribution(str(a["feature"]), float(a["value"]),
                                                    float(a["attribution"])) for a in raw_attr]

@@ -76,6 +76,14 @@ Result = PredictResult | ExplainResult
 R = TypeVar("R", PredictResult, ExplainResult)
 
 
+def work_rows(work: Work) -> int:
+    """The forward+backward rows `work` costs: its instances times its method's passes."""
+    count = int(work.inputs.shape[0])
+    if isinstance(work, PredictWork):
+        return count
+    return count * METHODS[work.method].passes(work.params, tuple(work.inputs.shape[1:]))
+
+
 def _to_device(model: LoadedModel, arrays: Sequence[NDArray[np.float32]]) -> torch.Tensor:
     host = torch.from_numpy(np.concatenate(arrays, axis=0).astype(np.float32, copy=False))
     if model.device.type == "cuda":

@@ -6,6 +6,8 @@ The probe hooks every submodule of the user's net and records each one's output.
 module returns, so containers come after their children and the order is the order in which
 outputs are final: the last module whose output is a spatial map (N x C x H x W with H and W > 1)
 is the last block before pooling (`layer4` of a ResNet), the conventional GradCAM layer.
+The same forward counts the model's floating-point operations (torch's `FlopCounterMode`):
+a deterministic measure of its compute per row, unlike a timed probe on a busy host.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from app.errors import InvalidInput, quoted
 
@@ -41,6 +44,9 @@ class ModelFacts:
     reused: dict[str, str] = field(default_factory=dict, compare=False)
     """Modules a forward calls more than once (path: class name): DeepLift cannot attribute
     through a reused non-linearity (a torchvision ResNet block's `relu`)."""
+    flops_per_row: int = 0
+    """Floating-point operations of one row's forward (matrix products and convolutions, as
+    torch's FlopCounterMode counts them); 0 where they could not be counted."""
 
     @property
     def spatial_input(self) -> bool:
@@ -94,17 +100,19 @@ def probe(name: str, module: nn.Module, example: torch.Tensor, has_mean: bool,
         except RuntimeError:  # TorchScript modules refuse hooks
             hookable = False
             break
+    counter_mode = FlopCounterMode(display=False)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), counter_mode:
             module(example)
     finally:
         for handle in handles:
             handle.remove()
+    flops = -(-int(counter_mode.get_total_flops()) // example.shape[0])
     spatial = tuple(sorted((p for p, s in shapes.items() if len(s) == 3 and s[1] > 1 and s[2] > 1),
                            key=order.__getitem__)) if hookable else ()
     reused = {path: kinds[path] for path, n in calls.items() if n > 1} if hookable else {}
     facts = ModelFacts(name, tuple(example.shape[1:]), has_mean, -(-largest // example.shape[0]), spatial,
-                       hookable and bool(shapes), None, shapes if hookable else {}, reused)
+                       hookable and bool(shapes), None, shapes if hookable else {}, reused, flops)
     chosen = gradcam_layer if gradcam_layer is not None else (spatial[-1] if spatial else None)
     if chosen is not None and facts.hookable:
         facts.spatial_layer(chosen, "image.gradcam_layer")

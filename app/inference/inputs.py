@@ -140,22 +140,37 @@ def composited(img: Image.Image, background: tuple[int, int, int]) -> Image.Imag
     return Image.alpha_composite(base, img).convert("RGB")
 
 
-def model_view(img: Image.Image, spec: ImageSpec) -> tuple[NDArray[np.float32], tuple[float, float, float, float]]:
-    """Resize per the catalog's policy; return CHW pixels in [0, 1] and the region seen.
-    Transparent pixels are composited onto the catalog's `background` first."""
+def model_pixels(img: Image.Image, spec: ImageSpec) -> tuple[NDArray[np.uint8], tuple[float, float, float, float]]:
+    """Resize per the catalog's policy; return H x W x 3 RGB bytes at the model's input size and
+    the region seen. Transparent pixels are composited onto the catalog's `background` first; an
+    RGB image already at the input size is taken as it is (a resize to the same size is the identity)."""
     img = composited(img, spec.background)
     height, width = spec.size
     w, h = img.size
-    if spec.resize == "stretch":
+    if spec.resize == "stretch" or (w, h) == (width, height):
         box = (0.0, 0.0, float(w), float(h))
     else:
         scale = max(width / w, height / h)
         crop_w, crop_h = width / scale, height / scale
         left, top = (w - crop_w) / 2, (h - crop_h) / 2
         box = (left, top, left + crop_w, top + crop_h)
-    resized = img.resize((width, height), Image.Resampling.BILINEAR, box=box, reducing_gap=3.0)
-    pixels = np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) / 255.0
-    return np.ascontiguousarray(pixels), box
+    if (w, h) != (width, height):
+        img = img.resize((width, height), Image.Resampling.BILINEAR, box=box, reducing_gap=3.0)
+    return np.asarray(img, dtype=np.uint8), box
+
+
+def model_input(pixels: NDArray[np.uint8]) -> NDArray[np.float32]:
+    """H x W x 3 RGB bytes as the model takes them: 3 x H x W in [0, 1]."""
+    chw = np.empty((3, *pixels.shape[:2]), dtype=np.float32)
+    np.divide(pixels.transpose(2, 0, 1), np.float32(255.0), out=chw)
+    return chw
+
+
+def model_view(img: Image.Image, spec: ImageSpec) -> tuple[NDArray[np.float32], tuple[float, float, float, float]]:
+    """Resize per the catalog's policy; return CHW pixels in [0, 1] and the region seen
+    (`model_pixels`, as the model takes them)."""
+    pixels, box = model_pixels(img, spec)
+    return model_input(pixels), box
 
 
 def decode_image(instance: Any, index: int, spec: ImageSpec, max_pixels: int) -> DecodedImage:
@@ -169,9 +184,9 @@ def decode_image_bytes(data: bytes, index: int, spec: ImageSpec, max_pixels: int
     return DecodedImage(img, pixels, box)
 
 
-def decode_pixels(pixels: NDArray[np.uint8], index: int, spec: ImageSpec, max_pixels: int) -> DecodedImage:
+def pixels_image(pixels: NDArray[np.uint8], index: int, max_pixels: int) -> Image.Image:
     """An image given as decoded RGB pixels (H x W x 3 uint8, as the Open Inference Protocol's
-    UINT8 tensors carry it), resized like a decoded file."""
+    UINT8 tensors carry it), checked like a file's header."""
     height, width, channels = pixels.shape
     if channels != 3:
         raise InvalidInput(f"instance {index}: pixels must have 3 channels (RGB), got {channels}",
@@ -179,7 +194,12 @@ def decode_pixels(pixels: NDArray[np.uint8], index: int, spec: ImageSpec, max_pi
     if height * width > max_pixels:
         raise PayloadTooLarge(
             f"instance {index}: {width}x{height} = {width * height} pixels exceeds MAX_IMAGE_PIXELS={max_pixels}")
-    img = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8))
+    return Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8))
+
+
+def decode_pixels(pixels: NDArray[np.uint8], index: int, spec: ImageSpec, max_pixels: int) -> DecodedImage:
+    """Decoded RGB pixels (`pixels_image`), resized like a decoded file."""
+    img = pixels_image(pixels, index, max_pixels)
     array, box = model_view(img, spec)
     return DecodedImage(img, array, box)
 

@@ -107,6 +107,10 @@ def _build_net(spec: ModelSpec) -> nn.Module:
             net = builder(**spec.builder_args)
         except TypeError as exc:
             raise _fail(spec, "builder_args", str(exc)) from exc
+        except Exception as exc:  # the catalog's own code failed: say which entry, and how
+            raise _fail(spec, "builder", f"{spec.builder} raised {type(exc).__name__}: {exc}") from exc
+        if not isinstance(net, nn.Module):
+            raise _fail(spec, "builder", f"{spec.builder} returned a {type(net).__name__}, not a torch.nn.Module")
         _load_weights(spec, net, spec.weights)
         return net
     if spec.format == "torchvision":

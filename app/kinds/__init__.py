@@ -3,7 +3,16 @@
 
 from __future__ import annotations
 
-from app.kinds.base import Decoded, ExplainOptions, HostWork, InputKind, Rendered, RequestLimits, checked_outputs
+from app.kinds.base import (
+    Decoded,
+    ExplainOptions,
+    HostWork,
+    InputKind,
+    Rendered,
+    RequestLimits,
+    checked_format,
+    checked_outputs,
+)
 from app.kinds.image import IMAGE
 from app.kinds.tabular import TABULAR
 
@@ -19,4 +28,4 @@ def kind_of(name: str) -> InputKind:
 
 
 __all__ = ["KINDS", "Decoded", "ExplainOptions", "HostWork", "InputKind", "Rendered", "RequestLimits",
-           "checked_outputs", "kind_of"]
+           "checked_format", "checked_outputs", "kind_of"]

@@ -26,9 +26,13 @@ T = TypeVar("T")
 
 
 class HostWork(Protocol):
-    """Where per-request CPU work runs (decoding, rendering): off the event loop."""
+    """Where per-request CPU work runs (decoding, rendering): off the event loop. `run` may send
+    the job to another process (a module-level function, picklable arguments); `run_local` keeps
+    it in this one, for jobs whose data costs more to send than the job itself."""
 
     def run(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]: ...
+
+    def run_local(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]: ...
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,8 @@ class Decoded:
     """N x input_shape, what attribution is computed against."""
     items: Sequence[Any]
     """Per instance, the kind's own record (the submitted image, the raw row)."""
+    held_bytes: int = 0
+    """Roughly what the decoded request holds in host memory (the submitted images)."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,7 @@ class ExplainOptions:
     """The method's maps are coloured from their floor to their peak (GradCAM)."""
     pixel_level: bool = False
     """The method's maps have per-pixel detail: blurred by default before colouring."""
+    attributions_format: str = "list"
 
 
 @dataclass(frozen=True)
@@ -79,10 +86,15 @@ class InputKind(Protocol):
     outputs: frozenset[str]
     """The `outputs` an explain request may ask for."""
     default_outputs: frozenset[str]
+    method_kinds: frozenset[str]
+    """The attribution methods that apply: those of these kinds (a new kind of feature vectors
+    can take the methods of "tabular" without any method row changing)."""
     shape_key: str
     """The catalog key that decides what one instance is (named when a model does not fit it)."""
     example_suffixes: tuple[str, ...]
     """The files a model's demo `examples` may be (catalog key `examples`)."""
+    attributions_formats: frozenset[str]
+    """The `attributions_format`s its answers can be written in."""
 
     def check_spec(self, spec: ModelSpec) -> None:
         """Raise ValueError for a catalog entry this kind cannot serve."""
@@ -112,6 +124,15 @@ class InputKind(Protocol):
                      predictions: Sequence[Prediction], options: ExplainOptions,
                      host: HostWork) -> list[Rendered]:
         """Each instance's part of its explanation."""
+
+
+def checked_format(kind: InputKind, asked: str) -> str:
+    """The attributions format asked for; 422 for one the kind cannot write."""
+    if asked not in kind.attributions_formats:
+        raise InvalidInput(f"attributions_format '{asked}' is not available for {kind.name} models "
+                           f"(choose from {sorted(kind.attributions_formats)})",
+                           [ErrorItem(("attributions_format",), "not available")])
+    return asked
 
 
 def checked_outputs(kind: InputKind, asked: Sequence[str] | None) -> frozenset[str]:

@@ -4,14 +4,17 @@ colours blended over the submitted image out (overlay, RGBA heatmap), and the ra
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
+from PIL import Image
 
 from app.errors import PayloadTooLarge
-from app.inference.inputs import DecodedImage, decode_image_bytes, decode_pixels, image_bytes, image_size
+from app.inference.inputs import image_bytes, image_size, model_input, model_pixels, open_image, pixels_image
 from app.kinds.base import Decoded, ExplainOptions, HostWork, Rendered, RequestLimits
 from app.render import Placement, RenderSpec, data_uri, encode_png, heatmap_rgba, output_size
 from app.render.overlay import blend
@@ -26,9 +29,54 @@ IMAGE_OUTPUTS = frozenset({"overlay", "heatmap"})
 """The outputs that are pictures at the submitted image's size (what MAX_OUTPUT_PIXELS counts)."""
 
 
+@dataclass(frozen=True)
+class Submitted:
+    """A submitted image and the region of it the model saw: what its pictures are drawn on."""
+
+    image: Image.Image
+    """EXIF orientation applied: RGBA where it has transparency, else RGB."""
+    crop_box: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """What a decoding job sends back: the image, and what the model sees of it as RGB bytes
+    (None: the image itself, not sent twice). Bytes, not floats: a quarter of the data to send."""
+
+    submitted: Submitted
+    pixels: NDArray[np.uint8] | None
+
+    def model_input(self) -> NDArray[np.float32]:
+        return model_input(self.pixels if self.pixels is not None else np.asarray(self.submitted.image))
+
+
+def _seen(img: Image.Image, spec: ImageSpec) -> _Seen:
+    pixels, box = model_pixels(img, spec)
+    height, width = spec.size
+    same = img.mode == "RGB" and img.size == (width, height)  # taken as it is: np.asarray(img)
+    return _Seen(Submitted(img, box), None if same else pixels)
+
+
 def _bytes_and_size(instance: Any, index: int, data: bytes | None, max_pixels: int) -> tuple[bytes, tuple[int, int]]:
     raw = data if data is not None else image_bytes(instance, index)
     return raw, image_size(raw, max_pixels, where=f"instance {index}")
+
+
+def _decode_file(raw: bytes, index: int, spec: ImageSpec, max_pixels: int) -> _Seen:
+    return _seen(open_image(raw, max_pixels, where=f"instance {index}"), spec)
+
+
+def _decode_array(pixels: NDArray[np.uint8], index: int, spec: ImageSpec, max_pixels: int) -> _Seen:
+    return _seen(pixels_image(pixels, index, max_pixels), spec)
+
+
+def _decode_one(instance: Any, data: bytes | None, spec: ImageSpec, limits: RequestLimits,
+                options: ExplainOptions | None) -> _Seen:
+    """A request of one image in one job: its bytes, its size from the header, the request's
+    costs checked, then its pixels."""
+    raw, size = _bytes_and_size(instance, 0, data, limits.max_image_pixels)
+    ImageKind._check_costs([size], limits, options)
+    return _decode_file(raw, 0, spec, limits.max_image_pixels)
 
 
 def round_significant(values: NDArray[np.floating[Any]], digits: int = 6) -> NDArray[np.float64]:
@@ -39,8 +87,17 @@ def round_significant(values: NDArray[np.floating[Any]], digits: int = 6) -> NDA
     return np.round(values * scale) / scale
 
 
-def _render(image: DecodedImage, attribution: NDArray[np.float32], render: dict[str, Any],
-            outputs: frozenset[str]) -> tuple[dict[str, Any], bytes | None]:
+def attribution_values(attr: NDArray[np.float32], attributions_format: str = "list") -> Any:
+    """An H x W map as the answer's `attributions`: nested lists of 6-significant-digit numbers, or
+    (`float32`) its values as little-endian bytes in base64, with its shape (an EncodedArray)."""
+    if attributions_format == "float32":
+        data = np.ascontiguousarray(attr, dtype="<f4").tobytes()
+        return {"dtype": "float32", "shape": list(attr.shape), "b64": base64.b64encode(data).decode("ascii")}
+    return round_significant(attr).tolist()
+
+
+def _render(image: Submitted, attribution: NDArray[np.float32], render: dict[str, Any],
+            outputs: frozenset[str], attributions_format: str = "list") -> tuple[dict[str, Any], bytes | None]:
     """The image outputs asked for, and the overlay's PNG bytes."""
     attr = attribution.sum(axis=0) if attribution.ndim == 3 else attribution
     spec = RenderSpec(**render)
@@ -55,7 +112,7 @@ def _render(image: DecodedImage, attribution: NDArray[np.float32], render: dict[
         if "heatmap" in outputs:
             fields["heatmap"] = data_uri(encode_png(heat))
     if "attributions" in outputs:
-        fields["attributions"] = round_significant(attr).tolist()
+        fields["attributions"] = attribution_values(attr, attributions_format)
     return fields, png
 
 
@@ -64,6 +121,9 @@ class ImageKind:
     outputs: frozenset[str] = frozenset({"overlay", "heatmap", "attributions", "faithfulness"})
     example_suffixes: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp")
     """What a model's demo `examples` may be."""
+    method_kinds: frozenset[str] = frozenset({"image"})
+    """The methods for these kinds apply to it (a method row names the kinds it is for)."""
+    attributions_formats: frozenset[str] = frozenset({"list", "float32"})
     shape_key = "image.size"
     """The catalog key that decides what one instance is."""
     default_outputs: frozenset[str] = frozenset({"overlay"})
@@ -102,20 +162,26 @@ class ImageKind:
     async def decode(self, spec: ModelSpec, instances: Sequence[Any], files: Sequence[bytes],
                      limits: RequestLimits, host: HostWork, options: ExplainOptions | None,
                      pixels: Sequence[NDArray[np.uint8]] = ()) -> Decoded:
-        """Headers first (format, size), the request's pixel costs checked, then the pixels."""
+        """Headers first (format, size), the request's pixel costs checked, then the pixels (one
+        job for a request of one image)."""
         sources: list[tuple[Any, bytes | None]] = [(inst, None) for inst in instances] + [(None, f) for f in files]
-        probed = await asyncio.gather(*(host.run(_bytes_and_size, inst, i, data, limits.max_image_pixels)
-                                        for i, (inst, data) in enumerate(sources)))
-        sizes = [size for _, size in probed] + [(array.shape[1], array.shape[0]) for array in pixels]
-        self._check_costs(sizes, limits, options)
         image = self._image(spec)
-        images = await asyncio.gather(
-            *(host.run(decode_image_bytes, raw, i, image, limits.max_image_pixels)
-              for i, (raw, _) in enumerate(probed)),
-            *(host.run(decode_pixels, array, i, image, limits.max_image_pixels)
-              for i, array in enumerate(pixels, start=len(probed))))
-        array = images[0].pixels[None] if len(images) == 1 else np.stack([img.pixels for img in images])
-        return Decoded(array, images)
+        if len(sources) == 1 and not len(pixels):
+            seen = [await host.run(_decode_one, *sources[0], image, limits, options)]
+        else:
+            probed = await asyncio.gather(*(host.run(_bytes_and_size, inst, i, data, limits.max_image_pixels)
+                                            for i, (inst, data) in enumerate(sources)))
+            sizes = [size for _, size in probed] + [(array.shape[1], array.shape[0]) for array in pixels]
+            self._check_costs(sizes, limits, options)
+            seen = await asyncio.gather(
+                *(host.run(_decode_file, raw, i, image, limits.max_image_pixels)
+                  for i, (raw, _) in enumerate(probed)),
+                *(host.run(_decode_array, array, i, image, limits.max_image_pixels)
+                  for i, array in enumerate(pixels, start=len(probed))))
+        inputs = [item.model_input() for item in seen]
+        array = inputs[0][None] if len(inputs) == 1 else np.stack(inputs)
+        held = 4 * sum(item.submitted.image.width * item.submitted.image.height for item in seen)
+        return Decoded(array, [item.submitted for item in seen], held_bytes=held)
 
     @staticmethod
     def _check_costs(sizes: Sequence[tuple[int, int]], limits: RequestLimits, options: ExplainOptions | None) -> None:
@@ -145,8 +211,11 @@ class ImageKind:
                      host: HostWork) -> list[Rendered]:
         render = {**options.render.model_dump(), "smooth": self.smoothing(spec, options), "floor": options.floor}
         outputs = options.outputs | ({"overlay"} if options.want_png else set())
-        done = await asyncio.gather(*(host.run(_render, image, attr, render, outputs)
-                                      for image, attr in zip(decoded.items, attributions, strict=True)))
+        # Pictures are worth sending to a host work process; the raw map alone is not.
+        run = host.run if outputs & IMAGE_OUTPUTS else host.run_local
+        maps = [attr.sum(axis=0) if attr.ndim == 3 and attr.shape[0] > 1 else attr for attr in attributions]
+        done = await asyncio.gather(*(run(_render, image, attr, render, outputs, options.attributions_format)
+                                      for image, attr in zip(decoded.items, maps, strict=True)))
         return [Rendered(fields, png if options.want_png else None) for fields, png in done]
 
 

@@ -14,7 +14,6 @@ from app.errors import InvalidInput
 from app.inference.inputs import tabular_rows
 from app.kinds.base import Decoded, ExplainOptions, HostWork, Rendered, RequestLimits
 from app.render import contribution_chart, data_uri, summary_sentence
-from app.schemas import FeatureAttribution
 
 if TYPE_CHECKING:
     from app.inference.catalog import ModelSpec
@@ -47,7 +46,10 @@ class TabularKind:
     name = "tabular"
     outputs: frozenset[str] = frozenset({"chart", "summary", "faithfulness"})
     example_suffixes: tuple[str, ...] = (".json",)
+    attributions_formats: frozenset[str] = frozenset({"list"})
     """What a model's demo `examples` may be: JSON files of `{"instances": [...]}`."""
+    method_kinds: frozenset[str] = frozenset({"tabular"})
+    """The methods for these kinds apply to it (a method row names the kinds it is for)."""
     shape_key = "features"
     """The catalog key that decides what one instance is."""
     default_outputs: frozenset[str] = frozenset()
@@ -103,8 +105,8 @@ class TabularKind:
         for raw, attr, prediction in zip(decoded.items, attributions, predictions, strict=True):
             values = [float(v) for v in raw]
             attrs = [float(a) for a in attr]
-            fields.append({"attributions": [
-                FeatureAttribution(feature=f, value=v, attribution=float(f"{a:.6g}"))
+            fields.append({"attributions": [  # FeatureAttribution fields: validated in one pass with the answer
+                {"feature": f, "value": v, "attribution": float(f"{a:.6g}")}
                 for f, v, a in zip(features, values, attrs, strict=True)]})
             if options.outputs & _PICTURED:
                 jobs.append(host.run(_render, features, values, attrs, headline(spec.name, prediction),

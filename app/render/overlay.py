@@ -62,6 +62,8 @@ def place_map(
     sx, sy = out_w / img_w, out_h / img_h
     left, top, right, bottom = placement.crop_box
     left, right, top, bottom = left * sx, right * sx, top * sy, bottom * sy
+    if (left, top, right, bottom) == (0.0, 0.0, out_w, out_h) and norm.shape == (out_h, out_w):
+        return np.asarray(norm, dtype=np.float32)  # the whole canvas at the map's own size: the identity
     src = Image.fromarray(np.ascontiguousarray(norm, dtype=np.float32))
     region_w, region_h = right - left, bottom - top
     if region_w < src.width or region_h < src.height:

@@ -12,6 +12,8 @@ from app.errors import ErrorItem, InvalidInput, did_you_mean, quoted
 from app.schemas import ClassScore, Faithfulness, Prediction, Spread, Target, TargetValue
 
 DEFAULT_TOP_K = 5
+SMALL = 64
+"""Up to this many classes are ranked in Python rather than numpy."""
 
 
 def round_significant(value: float) -> float:
@@ -24,9 +26,13 @@ def prediction(labels: list[str] | None, regression: bool, scores: NDArray[np.fl
     """One instance's prediction: class index, label, score and top_k; or a regression value."""
     if regression:
         return Prediction(value=round_significant(float(scores[0])))
-    order = np.argsort(-scores, kind="stable")
     k = min(top_k or DEFAULT_TOP_K, len(scores))
-    ranked = [ClassScore(index=int(i), label=labels[int(i)] if labels else None,
+    if len(scores) <= SMALL:  # numpy's call overhead is most of the cost of ranking a few classes
+        values = scores.tolist()
+        order: Sequence[int] = sorted(range(len(values)), key=values.__getitem__, reverse=True)  # stable
+    else:
+        order = np.argsort(-scores, kind="stable").tolist()
+    ranked = [ClassScore(index=i, label=labels[i] if labels else None,
                          score=round_significant(float(scores[i]))) for i in order[:k]]
     best = ranked[0]
     return Prediction(index=best.index, label=best.label, score=best.score, top_k=ranked)

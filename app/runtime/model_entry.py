@@ -12,7 +12,7 @@ from app.config import Settings
 from app.errors import CatalogError
 from app.inference.catalog import ModelSpec
 from app.inference.chunking import cpu_chunk_rows
-from app.inference.engine import Result, Work, run_batch
+from app.inference.engine import Result, Work, run_batch, work_rows
 from app.inference.facts import ModelFacts
 from app.inference.loading import LoadedModel, load_model, resolve_device
 from app.inference.methods import METHODS, Method, model_defaults, offered_methods, resolve
@@ -20,7 +20,9 @@ from app.inference.params import MethodParams, resolve_params
 from app.kinds import InputKind
 from app.metrics import Metrics
 from app.runtime.batcher import Batcher, Completed, Limits
-from app.runtime.pool import CpuThreads, RowBudget, Worker
+from app.runtime.pool import RowBudget, Worker
+from app.runtime.threads import CpuThreads
+from app.runtime.trim import trim_after
 from app.schemas import MethodInfo, ModelInfo
 
 logger = logging.getLogger(__name__)
@@ -108,8 +110,11 @@ def _chunk_rows(settings: Settings, model: LoadedModel, max_rows: int) -> int:
 def _worker(name: str, replica: LoadedModel, budget: RowBudget, threads: CpuThreads | None) -> Worker[Work, Result]:
     def run(work: list[Work]) -> list[Any]:
         if threads is not None:
-            threads.for_batch(len(work))
-        return list(budget.run(lambda rows: run_batch(replica, work, rows)))
+            threads.for_batch(len(work), sum(work_rows(w) for w in work))
+        try:
+            return list(budget.run(lambda rows: run_batch(replica, work, rows)))
+        finally:  # large chunks' activations go back to the system, not to the heap's free lists
+            trim_after(budget.rows * replica.facts.bytes_per_row)
 
     return Worker(name, run)
 
@@ -125,7 +130,8 @@ def build_entry(spec: ModelSpec, settings: Settings, metrics: Metrics) -> ModelE
     max_rows = spec.max_batch_rows or settings.max_batch_rows
     chunk_rows = _chunk_rows(settings, first, max_rows)
     workers = [_worker(f"{spec.name}-{i}", replica, RowBudget(spec.name, chunk_rows),
-                       CpuThreads.for_replicas(len(replicas)) if device.type == "cpu" else None)
+                       CpuThreads.for_replicas(len(replicas), first.facts.flops_per_row)
+                       if device.type == "cpu" else None)
                for i, replica in enumerate(replicas)]
     limits = Limits(max_items=spec.max_batch_size or settings.max_batch_size, max_rows=max_rows,
                     max_delay_s=settings.max_batch_delay_ms / 1000.0, max_queue_rows=settings.max_queue)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
@@ -88,44 +87,6 @@ class RowBudget:
                 _release_cached_memory()
                 self.rows //= 2
                 logger.warning("model %s: out of memory; chunks are now %d work rows", self.model, self.rows)
-
-
-_STARTING_THREADS = torch.get_num_threads()
-"""Torch's intra-op thread count before any worker changed it (OMP_NUM_THREADS, else all cores)."""
-
-
-class CpuThreads:
-    """Intra-op threads of a CPU replica's worker thread, set per batch (on change only: a new
-    count costs ~2 ms to regroup the OpenMP team).
-
-    A batch of one item gets the replica's share of every core: the service is idle, nothing
-    else needs a core. A larger batch means requests are arriving, so one core is left for the
-    event loop, decoding and rendering: with every core in the OpenMP team, a team thread
-    descheduled by that work stalls the team at its barrier (on 2 cores, batched IG on a
-    30-feature MLP ran 3x slower). Applies only while torch has its default thread count (all
-    cores); a count lowered by the operator (OMP_NUM_THREADS) is kept.
-    """
-
-    def __init__(self, idle: int, busy: int):
-        self.idle, self.busy = idle, busy
-        self._current = 0
-
-    @classmethod
-    def for_replicas(cls, replicas: int) -> CpuThreads | None:
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # not Linux
-            cores = os.cpu_count() or 1
-        if cores < 2 or cores > _STARTING_THREADS:
-            return None
-        return cls(max(1, cores // replicas), max(1, (cores - 1) // replicas))
-
-    def for_batch(self, items: int) -> None:
-        """Call on the worker thread (the OpenMP thread count is per calling thread)."""
-        want = self.idle if items == 1 else self.busy
-        if want != self._current:
-            torch.set_num_threads(want)
-            self._current = want
 
 
 class Worker(Generic[W, R]):

@@ -21,12 +21,13 @@ from app.context import request_id_var
 from app.errors import NotAcceptable, PayloadTooLarge
 from app.inference import faithfulness
 from app.inference.engine import ExplainResult, ExplainWork, PredictResult, PredictWork
-from app.kinds import ExplainOptions, RequestLimits, checked_outputs
+from app.kinds import ExplainOptions, RequestLimits, checked_format, checked_outputs
 from app.metrics import Metrics
 from app.runtime import answers
 from app.runtime.host import HostPool
 from app.runtime.model_entry import ModelEntry
 from app.runtime.registry import Registry
+from app.runtime.trim import trim_after
 from app.schemas import ExplainRequest, ExplainResponse, Explanation, PredictResponse, Timings
 
 
@@ -49,6 +50,9 @@ class Service:
         self.host = HostPool(settings)
         self.limits = RequestLimits(settings.max_instances, settings.max_image_pixels,
                                     settings.max_request_pixels, settings.max_output_pixels)
+
+    async def start(self) -> None:
+        await self.host.start()
 
     def close(self) -> None:
         self.host.close()
@@ -78,7 +82,10 @@ class Service:
         self._check_count(count)
         self._check_rows(entry, count, "this request")
         decoded = await entry.kind.decode(entry.spec, instances, files, self.limits, self.host, None, pixels)
-        done = await entry.submit(PredictWork(decoded.array, request_id_var.get()), count, deadline)
+        array, held = decoded.array, decoded.held_bytes
+        del decoded
+        await self.host.run(trim_after, held)
+        done = await entry.submit(PredictWork(array, request_id_var.get()), count, deadline)
         result: PredictResult = done.value
         self.metrics.latency.labels(route, entry.spec.name, "queue").observe(done.queue_s)
         self.metrics.latency.labels(route, entry.spec.name, "compute").observe(done.compute_s)
@@ -98,7 +105,8 @@ class Service:
         entry = self.registry.get(name)
         method, params = entry.method(request.method, request.params)
         options = ExplainOptions(checked_outputs(entry.kind, request.outputs), request.render, want_png,
-                                 method.render_floor, method.pixel_level)
+                                 floor=method.render_floor, pixel_level=method.pixel_level,
+                                 attributions_format=checked_format(entry.kind, request.attributions_format))
         count = len(request.instances) + len(files)
         self._check_count(count)
         if want_png and (count != 1 or "overlay" not in entry.kind.outputs):
@@ -137,4 +145,7 @@ class Service:
             self.metrics.latency.labels("explain", name, phase).observe(getattr(timings, phase) / 1000)
         response = ExplainResponse(model=name, method=method.name, params=params.model_dump(mode="json"),  # type: ignore[arg-type]
                                    explanations=explanations, timings_ms=timings)
+        held = decoded.held_bytes
+        del decoded, parts[1:]  # the images are no longer needed: let a trim return their memory
+        await self.host.run(trim_after, held)
         return ExplainAnswer(response, parts[0].png if want_png and parts else None)

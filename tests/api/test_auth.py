@@ -149,7 +149,7 @@ def test_probes_stay_open_without_model_names(http: httpx.Client) -> None:
     assert named["status"] == "ready" and named["models"]["breast-cancer"] == "ready"
 
 
-@pytest.mark.parametrize("path", ["/metrics", "/openapi.json", "/docs", "/redoc"])
+@pytest.mark.parametrize("path", ["/metrics", "/openapi.json", "/docs"])
 def test_metrics_and_the_api_description_need_a_key(http: httpx.Client, path: str) -> None:
     missing = problem(http.get(path), 401)
     # a browser opening the page is asked for the key (any user name, the key as password)
@@ -239,3 +239,26 @@ def test_refused_requests_are_counted_under_their_route(http: httpx.Client) -> N
     before = refused()
     problem(call(http, "POST", "/v1/models/breast-cancer/explain", {"instances": [ROW]}), 401)
     assert refused() == before + 1
+
+
+def test_without_keys_pages_of_other_origins_cannot_spend_compute(client: httpx.Client, live: LiveServer) -> None:
+    """A simple cross-origin multipart POST needs no preflight, so CORS alone would let any web page
+    its users open spend the service's compute: without keys, the page's Origin must be allowed."""
+    files = {"file": ("x.png", base64.b64decode(PNG), "image/png")}
+    for origin in ("https://evil.example", "null", live.url.replace("127.0.0.1", "localhost")):
+        refused = client.post("/v1/models/shapes/predict", files=files, headers={"Origin": origin})
+        assert "CORS_ORIGINS" in problem(refused, 403)["detail"], origin
+    same = client.post("/v1/models/shapes/predict", files=files, headers={"Origin": live.url})
+    assert same.status_code == 200  # the built-in page and /docs are on the service's own origin
+    assert client.post("/v1/models/shapes/predict", files=files).status_code == 200  # not a browser
+    assert client.get("/v1/models", headers={"Origin": "https://evil.example"}).status_code == 200  # reads are safe
+
+
+def test_an_origin_listed_in_cors_origins_may_post(tmp_path: Path) -> None:
+    catalog = faulty.catalog(tmp_path, {"tiny": {}})
+    with LiveServer(make_settings(models=catalog, cors_origins=ALLOWED)) as s, \
+            httpx.Client(base_url=s.url, timeout=60) as http:
+        body = {"instances": [[1.0, 2.0, 3.0, 4.0]]}
+        allowed = http.post("/v1/models/tiny/predict", json=body, headers={"Origin": ALLOWED})
+        assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == ALLOWED
+        problem(http.post("/v1/models/tiny/predict", json=body, headers={"Origin": "https://evil.example"}), 403)

@@ -27,7 +27,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
 def offered_methods(spec: ModelSpec, facts: ModelFacts) -> list[str]:
     """What this model offers: its catalog list, or every method of its kind, that can run on it."""
     names = spec.methods or list(METHODS)
-    return [n for n in names if n in METHODS and METHODS[n].offered_for(spec.kind, facts)]
+    kinds = spec.input_kind.method_kinds
+    return [n for n in names if n in METHODS and METHODS[n].offered_for(kinds, facts)]
 
 
 def model_defaults(spec: ModelSpec, facts: ModelFacts, name: str) -> dict[str, Any]:

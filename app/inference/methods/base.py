@@ -92,9 +92,11 @@ class Method:
         """Passes per instance, every run counted (stochastic methods' `runs`)."""
         return self.passes(params, shape) * getattr(params, "runs", 1)
 
-    def offered_for(self, kind: str, facts: ModelFacts) -> bool:
-        """Of the model's kind, where a layer method finds a layer to hook, and that it fits."""
-        return kind in self.kinds and (not self.needs_layers or facts.gradcam_layer is not None) and self.fits(facts)
+    def offered_for(self, kinds: frozenset[str], facts: ModelFacts) -> bool:
+        """For inputs like the model's (`kinds`: its kind's `method_kinds`), where a layer method
+        finds a layer to hook, and where it fits the model."""
+        layer_found = not self.needs_layers or facts.gradcam_layer is not None
+        return bool(self.kinds & kinds) and layer_found and self.fits(facts)
 
 
 def samples_for(features: int) -> int:

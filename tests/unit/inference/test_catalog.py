@@ -411,6 +411,25 @@ def test_bad_builder_args(tmp_path: Path) -> None:
     assert_names(load_error(write_catalog(tmp_path, entry)), "args", "builder_args")
 
 
+def failing_builder(**kwargs: object) -> object:
+    raise ValueError("the builder's own bug")
+
+
+def not_a_module(**kwargs: object) -> object:
+    return {"weights": "a dict, not a network"}
+
+
+@pytest.mark.parametrize(("builder", "text"), [
+    ("failing_builder", "raised ValueError: the builder's own bug"),
+    ("not_a_module", "returned a dict, not a torch.nn.Module"),
+])
+def test_a_builder_that_fails_names_the_entry(tmp_path: Path, builder: str, text: str) -> None:
+    entry = tabular_entry(tmp_path, name="broken-builder", builder=f"{__name__}:{builder}", builder_args={})
+    message = load_error(write_catalog(tmp_path, entry))
+    assert_names(message, "broken-builder", "builder")
+    assert text in message
+
+
 def test_weights_that_do_not_fit_the_builder(tmp_path: Path) -> None:
     entry = tabular_entry(tmp_path, name="misfit")
     entry["builder_args"] = {"in_features": 3, "out_features": 5}

@@ -22,6 +22,8 @@ from app.inference.inputs import (
     decode_image_bytes,
     decode_pixels,
     image_bytes,
+    model_input,
+    model_pixels,
     model_view,
     open_image,
     tabular_rows,
@@ -330,6 +332,17 @@ def test_stretch_uses_the_whole_image(image_size: tuple[int, int], model_size: t
     assert box == (0.0, 0.0, float(w), float(h))
     assert pixels.shape == (3, *model_size)
     assert np.array_equal(pixels, _pil_reference(img, (0, 0, w, h), model_size))
+
+
+@pytest.mark.parametrize("resize", ["stretch", "shorter_side_crop"])
+def test_an_image_at_the_input_size_is_taken_as_it_is(resize: str) -> None:
+    img = noise_image(40, 24)
+    pixels, box = model_view(img, ImageSpec(size=(24, 40), resize=resize))  # type: ignore[arg-type]
+    assert box == (0.0, 0.0, 40.0, 24.0)
+    assert np.array_equal(pixels, _pil_reference(img, (0, 0, 40, 24), (24, 40)))  # what a resize gives
+    raw, _ = model_pixels(img, ImageSpec(size=(24, 40), resize=resize))  # type: ignore[arg-type]
+    assert raw.dtype == np.uint8 and np.array_equal(raw, np.asarray(img))
+    assert np.array_equal(model_input(raw), pixels)
 
 
 def test_pixels_are_in_unit_range() -> None:

@@ -464,3 +464,24 @@ def test_resolve_device() -> None:
     assert resolve_device("cuda:1") == torch.device("cuda:1")
     expected = torch.device("cuda:0") if torch.cuda.is_available() else CPU
     assert resolve_device("auto") == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# FLOPs per row (the CPU thread policy's measure of a model's compute)
+
+TINY_CNN_FLOPS = 2 * (SIZE * SIZE * 6 * 3 * 9 + SIZE * SIZE * 8 * 6 * 9 + 8 * 3)
+"""Two multiply-adds' worth of FLOPs per weight use: conv 3->6 and 6->8 (3x3, 16x16 out), linear 8->3."""
+
+
+@pytest.mark.parametrize("fmt", ["state_dict", "script", "trace"])
+def test_flops_per_row_are_counted_at_load(tmp_path: Path, fmt: str) -> None:
+    net = seeded(tiny_cnn)
+    if fmt == "state_dict":
+        path = tmp_path / "weights.safetensors"
+        save_file(net.state_dict(), str(path))
+        model = load_model(image_spec(path, "state_dict"), CPU)
+    else:
+        path = tmp_path / f"{fmt}.pt"
+        save_torchscript(net, path, fmt)
+        model = load_model(image_spec(path, "torchscript"), CPU)
+    assert model.facts.flops_per_row == TINY_CNN_FLOPS

@@ -165,6 +165,20 @@ def test_output_always_finite_and_in_range(
         assert np.abs(out).max() > 0 or attr.ndim == 3  # channels may cancel out
 
 
+@pytest.mark.parametrize("seed", RNG_SEEDS)
+@pytest.mark.parametrize("shape", [(128, 128), (224, 224), (40, 300)])
+@pytest.mark.parametrize("outlier_perc", [0.5, 2.0, 10.0])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_large_maps_match_captum(seed: int, shape: tuple[int, int], outlier_perc: float, sparse: bool) -> None:
+    # Maps this large take the partial sort (only the largest values are sorted): the same threshold.
+    attr = _random_map(seed, shape)
+    if sparse:  # a GradCAM-like map: most of it exactly zero
+        attr[np.abs(attr) < np.quantile(np.abs(attr), 0.8)] = 0.0
+    ours = normalize_attribution(attr, "absolute", outlier_perc)
+    ref = _normalize_attr(attr, "absolute_value", outlier_perc)
+    np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-7)
+
+
 # --------------------------------------------------------------------------- smoothing and the floor
 
 

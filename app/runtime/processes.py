@@ -1,0 +1,244 @@
+"""A pool of worker processes driven from the event loop: jobs in, results out, no threads.
+
+`concurrent.futures.ProcessPoolExecutor` moves every job through two threads of this process (a
+queue feeder that pickles it, a manager that unpickles its result), each taking the interpreter
+lock that the event loop and the device workers need; on a 2-core host that machinery cost 0.8
+ms of CPU per request of two jobs (bench/results/history.md). Here each worker process has a
+socket to this one; the event loop writes jobs to the workers and reads results as they arrive
+(asyncio streams: nothing blocks). A worker holds up to PIPELINE jobs, so that under load it
+finds its next job already there, and its reply finds the event loop awake: on a virtual
+machine a write that wakes a sleeping process costs 0.1-0.2 ms. A job goes to the worker with
+the fewest in hand, so an idle worker takes it at once. The wire format is
+`multiprocessing.connection`'s (a 4-byte length, then the pickle), so a worker
+(app/runtime/host_worker.py) simply loops on `Connection.recv` and `send`.
+
+Workers are fresh interpreters (`subprocess`, never a fork of this process, whose threads and
+torch state a fork would copy half-way; nor multiprocessing's spawn, which re-imports the
+parent's `__main__`). A worker that dies (killed, out of memory, a crash in a decoder) costs
+only the jobs it held: retried once on another worker, then answered 503; a fresh worker takes
+its place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import pickle
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.errors import InternalError, NotReady, ServiceError
+from app.runtime.host_worker import prepare
+
+logger = logging.getLogger(__name__)
+
+ATTEMPTS = 2
+"""A job whose worker died is tried this many times in all."""
+PIPELINE = 4
+"""Most jobs sent to one worker ahead of its replies."""
+_BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv[2]); "
+         "from app.runtime.host_worker import main; main(int(sys.argv[1]))")
+"""A worker's command line: this process's import path, then the worker's loop on its socket."""
+
+
+def _reap(process: subprocess.Popen[bytes], wait_s: float) -> int:
+    """The worker's exit code, killing it if it has not exited within `wait_s`."""
+    try:
+        return process.wait(wait_s)
+    except subprocess.TimeoutExpired:
+        logger.warning("host work process %s did not exit in %.1f s; killing it", process.pid, wait_s)
+        process.kill()
+        return process.wait()
+
+
+def _frame(obj: object) -> bytes:
+    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    if len(payload) > 0x7FFFFFFF:
+        return struct.pack("!i", -1) + struct.pack("!Q", len(payload)) + payload
+    return struct.pack("!i", len(payload)) + payload
+
+
+@dataclass(eq=False)
+class _Job:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    future: asyncio.Future[Any]
+    attempt: int = 1
+
+
+@dataclass(eq=False)
+class _Worker:
+    process: subprocess.Popen[bytes]
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    jobs: deque[_Job] = field(default_factory=deque)
+    """Sent to it and not answered yet, oldest first (it answers in order)."""
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class ProcessPool:
+    """`size` worker processes, each importing `modules` before its first job."""
+
+    def __init__(self, size: int, modules: Sequence[str]):
+        self.size = size
+        self.modules = list(modules)
+        self._workers: list[_Worker] = []
+        self._ready: list[_Worker] = []
+        """Workers that have imported the job modules: the ones jobs go to."""
+        self._jobs: deque[_Job] = deque()
+        self._closed = False
+        self.restarts = 0
+        """Workers started in place of one that died."""
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.process.pid for w in self._ready]
+
+    async def start(self) -> None:
+        """Start every worker and wait until each has imported the job modules."""
+        await asyncio.gather(*(self._spawn() for _ in range(self.size)))
+
+    async def _spawn(self) -> None:
+        if self._closed:
+            return
+        ours, theirs = socket.socketpair()
+        try:
+            process = subprocess.Popen([sys.executable, "-c", _BOOT, str(theirs.fileno()), json.dumps(sys.path)],
+                                       pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()  # the worker has its own copy; ours open would hide the worker's death
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        if self._closed:  # closed while this one started
+            writer.transport.abort()
+            process.kill()
+            await asyncio.to_thread(process.wait)
+            return
+        worker = _Worker(process, reader, writer)
+        worker.task = asyncio.create_task(self._read(worker), name=f"host-work-{process.pid}")
+        self._workers.append(worker)
+        ready = _Job(prepare, (self.modules,), asyncio.get_running_loop().create_future())
+        worker.jobs.append(ready)
+        worker.writer.write(_frame((prepare, (self.modules,))))
+        await ready.future
+        if worker in self._workers:  # not dead already (its first job then ran elsewhere)
+            self._ready.append(worker)
+            self._dispatch()
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._closed:
+            raise NotReady("the service is shutting down", headers={"Retry-After": "5"})
+        job = _Job(fn, args, asyncio.get_running_loop().create_future())
+        self._jobs.append(job)
+        self._dispatch()
+        return await job.future
+
+    def _dispatch(self) -> None:
+        while self._jobs and self._ready:
+            worker = min(self._ready, key=lambda w: len(w.jobs))
+            if len(worker.jobs) >= PIPELINE:
+                return
+            job = self._jobs.popleft()
+            if job.future.done():  # cancelled while queued
+                continue
+            try:
+                frame = _frame((job.fn, job.args))
+            except Exception as exc:
+                job.future.set_exception(InternalError(f"host work {getattr(job.fn, '__name__', job.fn)}: "
+                                                       f"its arguments cannot be sent ({exc})"))
+                continue
+            worker.jobs.append(job)
+            worker.writer.write(frame)
+
+    async def _read(self, worker: _Worker) -> None:
+        try:
+            while True:
+                (size,) = struct.unpack("!i", await worker.reader.readexactly(4))
+                if size == -1:
+                    (size,) = struct.unpack("!Q", await worker.reader.readexactly(8))
+                payload = await worker.reader.readexactly(size)
+                self._finished(worker, payload)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            if not self._closed:
+                await self._died(worker)
+
+    def _finished(self, worker: _Worker, payload: bytes) -> None:
+        job = worker.jobs.popleft()
+        if not job.future.done():
+            try:
+                ok, value, remote = pickle.loads(payload)
+            except Exception as exc:
+                ok, value, remote = False, InternalError(f"host work reply unreadable ({exc})"), ""
+            if ok:
+                job.future.set_result(value)
+            else:
+                if not isinstance(value, ServiceError):
+                    logger.error("host work %s failed in process %s:\n%s", getattr(job.fn, "__name__", job.fn),
+                                 worker.process.pid, remote)
+                job.future.set_exception(value)
+        self._dispatch()
+
+    async def _died(self, worker: _Worker) -> None:
+        """A worker's socket closed under it: retry its jobs elsewhere and start another worker."""
+        self._workers.remove(worker)
+        if worker in self._ready:
+            self._ready.remove(worker)
+        worker.writer.close()
+        code = await asyncio.to_thread(_reap, worker.process, 1.0)
+        logger.warning("host work process %s died (exit code %s); starting another", worker.process.pid, code)
+        for job in reversed(worker.jobs):  # back at the head of the queue, in their order
+            if job.future.done():
+                continue
+            if job.attempt < ATTEMPTS:
+                job.attempt += 1
+                self._jobs.appendleft(job)
+            else:
+                logger.error("host work %s: its process died on every attempt", getattr(job.fn, "__name__", job.fn))
+                job.future.set_exception(NotReady(
+                    "a host work process died while working on this request", headers={"Retry-After": "1"}))
+        worker.jobs.clear()
+        self.restarts += 1
+        try:
+            await self._spawn()
+        except Exception:
+            if self._closed:
+                return
+            logger.exception("could not start a host work process (%d left)", len(self._workers))
+            if not self._workers:
+                self._fail_queued(NotReady("no host work process could be started", headers={"Retry-After": "5"}))
+        self._dispatch()
+
+    def _fail_queued(self, error: ServiceError) -> None:
+        for job in self._jobs:
+            if not job.future.done():
+                job.future.set_exception(error)
+        self._jobs.clear()
+
+    def close(self, wait_s: float) -> None:
+        """Answer queued jobs 503, ask every worker to exit (after its job), and kill those still
+        there after `wait_s`."""
+        self._closed = True
+        self._fail_queued(NotReady("the service is shutting down", headers={"Retry-After": "5"}))
+        for worker in self._workers:
+            if worker.task is not None:
+                worker.task.cancel()
+            for job in worker.jobs:
+                if not job.future.done():
+                    job.future.set_exception(NotReady("the service is shutting down", headers={"Retry-After": "5"}))
+            worker.writer.write(_frame(None))  # read after the jobs in hand
+        deadline = time.monotonic() + wait_s
+        for worker in self._workers:
+            _reap(worker.process, max(0.0, deadline - time.monotonic()))
+            worker.writer.transport.abort()
+        self._workers.clear()
+        self._ready.clear()

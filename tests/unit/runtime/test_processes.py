@@ -1,0 +1,142 @@
+"""The host work process pool (app/runtime/processes.py, host.py): results and errors come back as
+from a call in place; the workers never import torch; a worker that dies costs only its own job
+(retried once, then 503) and is replaced; closing ends every worker, busy or not."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from app.errors import InternalError, InvalidInput, NotReady
+from app.runtime.host import JOB_MODULES, HostPool
+from app.runtime.processes import ProcessPool
+from tests.conftest import make_settings
+from tests.unit.runtime import host_jobs
+
+T = TypeVar("T")
+MODULES = [*JOB_MODULES, "tests.unit.runtime.host_jobs"]
+
+
+def with_pool(test: Callable[[ProcessPool], Awaitable[T]], size: int = 2) -> T:
+    async def body() -> T:
+        pool = ProcessPool(size, MODULES)
+        await pool.start()
+        try:
+            return await test(pool)
+        finally:
+            pool.close(5.0)
+    return asyncio.run(body())
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)
+
+
+def test_results_come_back_from_other_processes() -> None:
+    async def test(pool: ProcessPool) -> None:
+        payload = {"bytes": b"\x00" * 200_000, "text": "é" * 10, "numbers": [1.5, -2, None]}
+        assert await pool.run(host_jobs.echo, payload) == payload
+        pids = set(await asyncio.gather(*(pool.run(host_jobs.pid) for _ in range(20))))
+        assert pids <= set(pool.pids) and os.getpid() not in pids
+    with_pool(test)
+
+
+def test_workers_never_import_torch() -> None:
+    import torch  # noqa: F401  (this process has it; its workers must not)
+
+    async def test(pool: ProcessPool) -> None:
+        assert await pool.run(host_jobs.loaded, "app.kinds.image")  # the job modules are imported
+        assert not await pool.run(host_jobs.loaded, "torch")
+    with_pool(test)
+
+
+def test_errors_come_back_as_raised() -> None:
+    async def test(pool: ProcessPool) -> None:
+        with pytest.raises(InvalidInput) as refused:
+            await pool.run(host_jobs.refuse)
+        assert refused.value.detail == "instance 0: not an image"
+        assert [item.loc for item in refused.value.errors] == [("instances", 0)]
+        with pytest.raises(ValueError, match="a bug in a job"):
+            await pool.run(host_jobs.crash)
+        with pytest.raises(InternalError, match="cannot be sent"):
+            await pool.run(host_jobs.echo, lambda: None)
+        assert await pool.run(host_jobs.echo, 7) == 7  # the pool goes on
+    with_pool(test)
+
+
+def test_a_killed_worker_costs_nothing_but_a_retry(tmp_path: Path) -> None:
+    async def test(pool: ProcessPool) -> None:
+        job = asyncio.ensure_future(pool.run(host_jobs.hold, str(tmp_path), "done"))
+        await _until(lambda: any(tmp_path.glob("pid-*")))
+        victim = int(next(tmp_path.glob("pid-*")).name.removeprefix("pid-"))
+        os.kill(victim, signal.SIGKILL)
+        await _until(lambda: pool.restarts == 1)
+        (tmp_path / "go").touch()
+        assert await job == "done"  # retried on another worker
+        assert victim not in pool.pids and len(pool.pids) == 2
+        assert await pool.run(host_jobs.echo, 1) == 1
+    with_pool(test)
+
+
+def test_a_job_that_kills_every_worker_it_runs_on_is_a_503_and_the_pool_recovers() -> None:
+    async def test(pool: ProcessPool) -> None:
+        with pytest.raises(NotReady, match="host work process died"):
+            await pool.run(host_jobs.die)
+        await _until(lambda: len(pool.pids) == 2)  # the second replacement starting
+        assert pool.restarts == 2
+        assert await asyncio.gather(*(pool.run(host_jobs.echo, i) for i in range(8))) == list(range(8))
+    with_pool(test)
+
+
+def test_close_ends_every_worker_and_answers_what_was_waiting(tmp_path: Path) -> None:
+    async def body() -> None:
+        pool = ProcessPool(1, MODULES)
+        await pool.start()
+        processes = list(pool._workers)
+        busy = asyncio.ensure_future(pool.run(host_jobs.hold, str(tmp_path), "never"))  # never released
+        queued = asyncio.ensure_future(pool.run(host_jobs.echo, "queued"))
+        await _until(lambda: any(tmp_path.glob("pid-*")))
+        pool.close(0.2)
+        assert all(worker.process.poll() is not None for worker in processes)  # the busy one killed
+        for job in (busy, queued):
+            with pytest.raises(NotReady, match="shutting down"):
+                await job
+        with pytest.raises(NotReady):
+            await pool.run(host_jobs.echo, 1)
+    asyncio.run(body())
+
+
+@pytest.mark.parametrize("mode", ["process", "thread"])
+def test_host_pool_runs_jobs_in_the_mode_it_is_set_to(mode: str) -> None:
+    async def body() -> None:
+        host = HostPool(make_settings(host_mode=mode, host_workers=2))
+        await host.start()
+        try:
+            where = await host.run(host_jobs.pid)
+            assert (where != os.getpid()) == (mode == "process")
+            assert await host.run_local(host_jobs.pid) == os.getpid()
+        finally:
+            host.close()
+        with pytest.raises(NotReady):
+            await host.run_local(host_jobs.pid)
+    asyncio.run(body())
+
+
+def test_every_job_a_dead_worker_held_is_retried_in_order(tmp_path: Path) -> None:
+    async def test(pool: ProcessPool) -> None:
+        held = asyncio.ensure_future(pool.run(host_jobs.hold, str(tmp_path), "held"))
+        behind = [asyncio.ensure_future(pool.run(host_jobs.echo, i)) for i in range(3)]  # queued on the one worker
+        await _until(lambda: any(tmp_path.glob("pid-*")))
+        os.kill(pool.pids[0], signal.SIGKILL)
+        await _until(lambda: pool.restarts == 1)
+        (tmp_path / "go").touch()
+        assert await held == "held"
+        assert await asyncio.gather(*behind) == [0, 1, 2]
+    with_pool(test, size=1)
