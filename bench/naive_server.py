@@ -45,6 +45,7 @@ from pydantic import BaseModel
 from app.inference.catalog import load_catalog
 from app.inference.inputs import model_view
 from app.inference.loading import LoadedModel, load_model, resolve_device
+from app.kinds.image import SMOOTH_SHARE
 from app.render import Placement, RenderSpec, data_uri, encode_png, overlay
 from app.runtime.answers import prediction
 
@@ -119,7 +120,10 @@ def explain_sync(name: str, body: ExplainBody) -> dict[str, Any]:
         if spec.kind == "image":
             img, _, box = decoded[i]
             heat = attr_np[i].sum(axis=0)
-            picture = overlay(img, heat, Placement(img.size, box), RenderSpec())
+            # Our defaults for the method: pixel-level maps blurred, GradCAM from its floor.
+            render = (RenderSpec(floor=True) if method == "gradcam"
+                      else RenderSpec(smooth=round(SMOOTH_SHARE * max(spec.image_spec.size), 2)))
+            picture = overlay(img, heat, Placement(img.size, box), render)
             if PNG_SETTINGS["ours"]:
                 png = encode_png(picture)
             else:

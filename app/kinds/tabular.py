@@ -46,8 +46,8 @@ class TabularKind:
     name = "tabular"
     outputs: frozenset[str] = frozenset({"chart", "summary", "faithfulness"})
     example_suffixes: tuple[str, ...] = (".json",)
-    attributions_formats: frozenset[str] = frozenset({"list"})
     """What a model's demo `examples` may be: JSON files of `{"instances": [...]}`."""
+    attributions_formats: frozenset[str] = frozenset({"list"})
     method_kinds: frozenset[str] = frozenset({"tabular"})
     """The methods for these kinds apply to it (a method row names the kinds it is for)."""
     shape_key = "features"

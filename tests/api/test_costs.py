@@ -167,7 +167,7 @@ def test_a_lone_surrogate_anywhere_is_a_client_error(client: httpx.Client, path:
     ("breast-cancer", "integrated_gradients", {"baseline": 1e308}, "float32"),
     ("breast-cancer", "gradient_shap", {"baseline": -1e308}, "float32"),
     ("breast-cancer", "integrated_gradients", {"baseline": "blur"}, "image models"),
-    ("breast-cancer", "integrated_gradients", {"n_steps": True}, "valid integer"),
+    ("breast-cancer", "integrated_gradients", {"n_steps": True}, "not True"),
     ("breast-cancer", "integrated_gradients", {"baseline": [0.1, 0.2, 0.3]}, "image models"),
 ], ids=["layer-without-map", "unknown-layer", "baseline-1e308", "baseline-minus-1e308", "blur-on-rows",
         "true-is-not-1", "triple-on-rows"])

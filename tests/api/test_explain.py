@@ -642,3 +642,14 @@ def test_transparent_pixels_are_seen_as_the_background_and_the_overlay_keeps_the
     assert overlay.mode == "RGBA"
     alpha = np.asarray(overlay)[..., 3]
     assert alpha.max() == 255 and alpha.min() < 255  # the shape opaque, the background see-through
+
+
+def test_lime_far_outside_the_data_still_answers(client: httpx.Client) -> None:
+    """A row the fuzzer found: the Lasso stops at its iteration cap; the coefficients are the answer."""
+    row = [785909.5458965916, -191709.73802676913, 999999.9999999999, -563874.9891204839, -532534.6063965831,
+           -6.04604926268376e-103, -2.225073858507e-311, 5e-324, 250859.3311279344, -1.7046950902908024e-235]
+    response = _post(client, "diabetes", {"instances": [row], "method": "lime"})
+    assert response.status_code == 200, response.text
+    attributions = response.json()["explanations"][0]["attributions"]
+    assert [a["feature"] for a in attributions] == DIABETES_FEATURES
+    assert all(np.isfinite(a["attribution"]) for a in attributions)

@@ -69,7 +69,8 @@ def test_request_fields_are_described_and_closed_sets_are_enums(schema: dict[str
             assert described, f"{model.__name__}.{name} has no description"
     explain = _properties(schema, "ExplainRequest")
     assert _enum(explain["method"]) == list(METHOD_NAMES)
-    assert set(_enum(explain["outputs"])) == {"overlay", "heatmap", "attributions", "chart", "summary"}
+    assert set(_enum(explain["outputs"])) == {"overlay", "heatmap", "attributions", "chart", "summary",
+                                               "faithfulness"}
     render = _properties(schema, "RenderOptions")
     assert _enum(render["colormap"]) == list(COLORMAPS)
     assert _enum(render["sign"]) == list(SIGNS)

@@ -79,8 +79,8 @@ def invalid_calls(names: list[str]) -> list[Call]:
     nan_row = ("[" + ", ".join(["1.0"] * (FEATURES - 1) + ["NaN"]) + "]").encode()
     return [
         Call("missing-feature", "/v1/models/breast-cancer/predict", {"instances": [missing]}, expect=422),
-        Call("nan", "/v1/models/breast-cancer/explain", content=b'{"instances": [' + nan_row + b"]}",
-             headers=JSON, expect=422),
+        Call("nan", "/v1/models/breast-cancer/explain",
+             content=b'{"instances": [' + nan_row + b'], "params": {"n_steps": 4}}', headers=JSON, expect=422),
         Call("malformed", "/v1/models/breast-cancer/predict", content=b'{"instances": [[1, 2', headers=JSON,
              expect=400),
         Call("unknown-model", "/v1/models/nope/explain", {"instances": [row]}, expect=404),

@@ -81,6 +81,7 @@ class DigitsKind:
     default_outputs: frozenset[str] = frozenset()
     shape_key = "features"
     example_suffixes: tuple[str, ...] = (".json",)
+    attributions_formats: frozenset[str] = frozenset({"list"})
 
     def check_spec(self, spec: Any) -> None:
         if not spec.features:
