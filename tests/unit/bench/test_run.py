@@ -63,7 +63,8 @@ def test_merge_results_takes_new_scenarios_over_old_and_recomputes_targets() -> 
 
 
 def test_merge_results_judges_by_the_new_runs_device() -> None:
-    cuda = stored(next(n for n in RESULT_FILES if n != "cpu")) if len(RESULT_FILES) > 1 else None
+    gpu_runs = [n for n in RESULT_FILES if str(stored(n)["machine"]["device"]).startswith("cuda")]
+    cuda = stored(gpu_runs[0]) if gpu_runs else None
     if cuda is None:
         pytest.skip("no GPU results committed")
     cpu = stored("cpu")
