@@ -29,13 +29,30 @@ IMAGE_OUTPUTS = frozenset({"overlay", "heatmap"})
 """The outputs that are pictures at the submitted image's size (what MAX_OUTPUT_PIXELS counts)."""
 
 
+LARGE_IMAGE_BYTES = 4 * 2**20
+"""A decoded image larger than this is kept as its encoded bytes until it is drawn on: pickling a
+30-megapixel image to or from a host work process takes the event loop 0.13-0.18 s each way, and
+holding it for the whole computation holds 90 MB; its PNG or JPEG is a small fraction of that."""
+
+
 @dataclass(frozen=True)
 class Submitted:
     """A submitted image and the region of it the model saw: what its pictures are drawn on."""
 
-    image: Image.Image
-    """EXIF orientation applied: RGBA where it has transparency, else RGB."""
+    image: Image.Image | None
+    """EXIF orientation applied: RGBA where it has transparency, else RGB; None for a large image,
+    held as `encoded` and decoded again where its pictures are drawn."""
     crop_box: tuple[float, float, float, float]
+    size: tuple[int, int]
+    """(width, height), upright."""
+    encoded: bytes | None = None
+    max_pixels: int = 0
+
+    def picture(self) -> Image.Image:
+        if self.image is not None:
+            return self.image
+        assert self.encoded is not None
+        return open_image(self.encoded, self.max_pixels)
 
 
 @dataclass(frozen=True)
@@ -47,14 +64,18 @@ class _Seen:
     pixels: NDArray[np.uint8] | None
 
     def model_input(self) -> NDArray[np.float32]:
-        return model_input(self.pixels if self.pixels is not None else np.asarray(self.submitted.image))
+        if self.pixels is not None:
+            return model_input(self.pixels)
+        return model_input(np.asarray(self.submitted.picture()))
 
 
-def _seen(img: Image.Image, spec: ImageSpec) -> _Seen:
+def _seen(img: Image.Image, spec: ImageSpec, encoded: bytes | None = None, max_pixels: int = 0) -> _Seen:
     pixels, box = model_pixels(img, spec)
+    if encoded is not None and img.width * img.height * len(img.getbands()) > LARGE_IMAGE_BYTES:
+        return _Seen(Submitted(None, box, img.size, encoded, max_pixels), pixels)
     height, width = spec.size
     same = img.mode == "RGB" and img.size == (width, height)  # taken as it is: np.asarray(img)
-    return _Seen(Submitted(img, box), None if same else pixels)
+    return _Seen(Submitted(img, box, img.size), None if same else pixels)
 
 
 def _bytes_and_size(instance: Any, index: int, data: bytes | None, max_pixels: int) -> tuple[bytes, tuple[int, int]]:
@@ -63,7 +84,7 @@ def _bytes_and_size(instance: Any, index: int, data: bytes | None, max_pixels: i
 
 
 def _decode_file(raw: bytes, index: int, spec: ImageSpec, max_pixels: int) -> _Seen:
-    return _seen(open_image(raw, max_pixels, where=f"instance {index}"), spec)
+    return _seen(open_image(raw, max_pixels, where=f"instance {index}"), spec, raw, max_pixels)
 
 
 def _decode_array(pixels: NDArray[np.uint8], index: int, spec: ImageSpec, max_pixels: int) -> _Seen:
@@ -101,13 +122,13 @@ def _render(image: Submitted, attribution: NDArray[np.float32], render: dict[str
     """The image outputs asked for, and the overlay's PNG bytes."""
     attr = attribution.sum(axis=0) if attribution.ndim == 3 else attribution
     spec = RenderSpec(**render)
-    placement = Placement(image.image.size, image.crop_box)
+    placement = Placement(image.size, image.crop_box)
     fields: dict[str, Any] = {}
     png = None
     if outputs & IMAGE_OUTPUTS:
         heat = heatmap_rgba(attr, placement, spec)
         if "overlay" in outputs:
-            png = encode_png(blend(image.image, heat, spec.alpha))
+            png = encode_png(blend(image.picture(), heat, spec.alpha))
             fields["overlay"] = data_uri(png)
         if "heatmap" in outputs:
             fields["heatmap"] = data_uri(encode_png(heat))
@@ -180,7 +201,7 @@ class ImageKind:
                   for i, array in enumerate(pixels, start=len(probed))))
         inputs = [item.model_input() for item in seen]
         array = inputs[0][None] if len(inputs) == 1 else np.stack(inputs)
-        held = 4 * sum(item.submitted.image.width * item.submitted.image.height for item in seen)
+        held = 4 * sum(w * h for w, h in (item.submitted.size for item in seen))
         return Decoded(array, [item.submitted for item in seen], held_bytes=held)
 
     @staticmethod
