@@ -45,7 +45,8 @@ from pydantic import BaseModel
 from app.inference.catalog import load_catalog
 from app.inference.inputs import model_view
 from app.inference.loading import LoadedModel, load_model, resolve_device
-from app.kinds.image import SMOOTH_SHARE
+from app.inference.methods import METHODS
+from app.kinds.image import default_smoothing
 from app.render import Placement, RenderSpec, data_uri, encode_png, overlay
 from app.runtime.answers import prediction
 
@@ -120,9 +121,10 @@ def explain_sync(name: str, body: ExplainBody) -> dict[str, Any]:
         if spec.kind == "image":
             img, _, box = decoded[i]
             heat = attr_np[i].sum(axis=0)
-            # Our defaults for the method: pixel-level maps blurred, GradCAM from its floor.
-            render = (RenderSpec(floor=True) if method == "gradcam"
-                      else RenderSpec(smooth=round(SMOOTH_SHARE * max(spec.image_spec.size), 2)))
+            # Our defaults for the method (its row in the method table): the same pixels as ours.
+            row = METHODS[method]
+            render = RenderSpec(floor=row.render_floor,
+                                smooth=default_smoothing(spec.image_spec, row.pixel_level))
             picture = overlay(img, heat, Placement(img.size, box), render)
             if PNG_SETTINGS["ours"]:
                 png = encode_png(picture)

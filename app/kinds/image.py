@@ -100,6 +100,12 @@ def _decode_one(instance: Any, data: bytes | None, spec: ImageSpec, limits: Requ
     return _decode_file(raw, 0, spec, limits.max_image_pixels)
 
 
+def default_smoothing(image: ImageSpec, pixel_level: bool) -> float:
+    """The blur a method's maps get unless the request says otherwise, in model-input pixels: a
+    share of the input's longer side for pixel-level methods, none for the others."""
+    return round(SMOOTH_SHARE * max(image.size), 2) if pixel_level else 0.0
+
+
 def round_significant(values: NDArray[np.floating[Any]], digits: int = 6) -> NDArray[np.float64]:
     """Each value to `digits` significant digits (zeros stay zeros)."""
     values = np.asarray(values, dtype=np.float64)
@@ -225,7 +231,7 @@ class ImageKind:
         for pixel-level methods."""
         if options.render.smooth is not None:
             return options.render.smooth
-        return round(SMOOTH_SHARE * max(self._image(spec).size), 2) if options.pixel_level else 0.0
+        return default_smoothing(self._image(spec), options.pixel_level)
 
     async def answer(self, spec: ModelSpec, decoded: Decoded, attributions: NDArray[np.float32],
                      predictions: Sequence[Prediction], options: ExplainOptions,
