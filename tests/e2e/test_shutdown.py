@@ -95,8 +95,27 @@ def _idle(port: int) -> socket.socket:
     """A keep-alive connection between requests."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=60)
     sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+    assert _read_response(sock).startswith(b"HTTP/1.1 200")
     return sock
+
+
+def _read_response(sock: socket.socket) -> bytes:
+    """One whole response (head, then Content-Length bytes of body), however the server split its
+    writes: what is left unread would look like a later answer."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, f"the connection closed mid-response: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        chunk = sock.recv(4096)
+        assert chunk, f"the connection closed mid-body: {data!r}"
+        body += chunk
+    assert len(body) == length, f"more than one response: {data!r}"
+    return head + b"\r\n\r\n" + body
 
 
 def _read_all(sock: socket.socket) -> bytes:
