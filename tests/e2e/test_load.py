@@ -16,18 +16,16 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-import tomllib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import tomli_w
 
-from tests.conftest import CATALOG, LiveServer, make_settings
+from tests.conftest import LiveServer, make_settings
+from tests.fixtures.catalogs import demo_subset, gated
 from tests.fixtures.compare import assert_close, without_timings
 from tests.fixtures.faulty import GatedMLP
 from tests.fixtures.probes import rss_bytes, wait_until
@@ -143,21 +141,9 @@ async def hammer(client: httpx.AsyncClient, calls: list[Call], alone: dict[Call,
     await asyncio.gather(*(worker() for _ in range(CLIENTS)))
 
 
-def gated_catalog(folder: Path) -> Path:
-    """The demo catalog's breast-cancer entry, its MLP built with a gate (same weights)."""
-    entry = next(m for m in tomllib.loads(CATALOG.read_text())["models"] if m["name"] == "breast-cancer")
-    entry = {**entry, "builder": "tests.fixtures.faulty:gated_mlp",
-             "builder_args": {**entry["builder_args"], "gate_above": GATE_ABOVE},
-             "weights": str(CATALOG.parent / entry["weights"]),
-             "examples": [str(CATALOG.parent / e) for e in entry.get("examples", [])]}
-    path = folder / "catalog.toml"
-    path.write_text(tomli_w.dumps({"models": [entry]}), encoding="utf-8")
-    return path
-
-
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    catalog = gated_catalog(tmp_path_factory.mktemp("gated"))
+    catalog = demo_subset(tmp_path_factory.mktemp("gated"), ["breast-cancer"], gated("breast-cancer", GATE_ABOVE))
     settings = make_settings(models=catalog, max_queue=MAX_QUEUE, max_instances=64,
                              max_batch_delay_ms=2.0, log_level="CRITICAL")
     with LiveServer(settings) as server:

@@ -7,8 +7,10 @@ through the proxy (429 with Retry-After from the replicas' queues and from Serve
 deadline, health and readiness, per-replica metrics); a replica killed under load loses nothing
 (its requests in flight answer 503, the project's Client sends them again) and is replaced;
 autoscaling takes the deployment from 1 to 2 replicas under load and back; shutdown drains.
-The limits are small (MAX_QUEUE 64 work rows, 4 requests per replica, 2 waiting in the proxy)
-so that overload is made by the test's own traffic, not by the machine's speed.
+The limits are small (MAX_QUEUE 64 work rows, 4 requests per replica, 2 waiting in the proxy), and
+breast-cancer's MLP has a gate (`tests.fixtures.faulty.GatedMLP`, opened by a file) that holds each
+replica's worker while the test overflows the queues: overload is made by the test's own traffic,
+never by the machine's speed.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import tomllib
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,6 +29,8 @@ import pytest
 
 from app.client import Client
 from tests.conftest import ROOT, LiveServer
+from tests.fixtures.catalogs import demo_names, demo_subset, gated
+from tests.fixtures.probes import wait_until
 from tests.fixtures.ray_cluster import RayCluster, wait_for
 from tests.fixtures.ray_service import Load, ServiceOnRay, catalog_env, comparable, same
 
@@ -35,6 +41,14 @@ LIMITS = {"MAX_QUEUE": "64", "RAY_MAX_ONGOING_REQUESTS": "4", "RAY_MAX_QUEUED_RE
 CIRCLE = base64.b64encode((ROOT / "models/shapes/examples/circle.png").read_bytes()).decode()
 STAR = (ROOT / "models/shapes/examples/star.webp").read_bytes()
 PURCHASE = json.loads((ROOT / "models/purchase/example.json").read_text())["instances"]
+GATE_ABOVE = 1000.0
+"""breast-cancer's MLP holds its replica's worker for a row whose standardised first feature is above this."""
+_CANCER = next(m for m in tomllib.loads((ROOT / "models/catalog.toml").read_text())["models"]
+               if m["name"] == "breast-cancer")
+CANCER_PREDICT = "/v1/models/breast-cancer/predict"
+CANCER_ROWS = [[m * (0.8 + 0.01 * i) for m in _CANCER["tabular"]["mean"]] for i in range(40)]
+HOLD_ROW = [_CANCER["tabular"]["mean"][0] + 2 * GATE_ABOVE * _CANCER["tabular"]["std"][0],
+            *_CANCER["tabular"]["mean"][1:]]
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +61,16 @@ def cluster() -> Iterator[RayCluster]:
 
 
 @pytest.fixture(scope="module")
-def service(cluster: RayCluster) -> Iterator[ServiceOnRay]:
-    on_ray = ServiceOnRay(cluster, replicas=2, env={**catalog_env(), **LIMITS})
+def gate(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Created by the test to open the gate of breast-cancer's MLP on every replica."""
+    return tmp_path_factory.mktemp("gate") / "open"
+
+
+@pytest.fixture(scope="module")
+def service(cluster: RayCluster, gate: Path) -> Iterator[ServiceOnRay]:
+    catalog = demo_subset(gate.parent, demo_names(),
+                          gated("breast-cancer", GATE_ABOVE, gate_file=str(gate), gate_timeout_s=300.0))
+    on_ray = ServiceOnRay(cluster, replicas=2, env={**catalog_env(), "MODELS": str(catalog), **LIMITS})
     try:
         wait_for(on_ray.ready, "the service on Ray to answer /readyz", timeout=300)
         wait_for(lambda: on_ray.running(2), "two running replicas", timeout=300)
@@ -122,29 +144,88 @@ def test_requests_spread_over_both_replicas(service: ServiceOnRay) -> None:
     assert all(counted[r] > 0 for r in replicas), f"answers per replica: {counted}"
 
 
-async def _burst(url: str, clients: int, n_steps: int) -> list[httpx.Response]:
-    body = {"instances": [{"b64": CIRCLE}], "method": "integrated_gradients", "params": {"n_steps": n_steps},
-            "outputs": []}
-    async with httpx.AsyncClient(base_url=url, timeout=120,
-                                 limits=httpx.Limits(max_connections=clients)) as client:
-        return list(await asyncio.gather(*(client.post("/v1/models/shapes/explain", json=body)
-                                           for _ in range(clients))))
+def _gate_markers(gate: Path) -> set[str]:
+    """The replica processes whose breast-cancer worker reached the gate."""
+    return {marker.name.rsplit("-", 1)[1] for marker in gate.parent.glob(f"{gate.name}.entered-*")}
 
 
-def test_overload_is_429_with_retry_after_from_replicas_and_from_the_proxy(service: ServiceOnRay) -> None:
-    # 4 requests per replica and 2 in the proxy's queue: 32 cheap requests at once overflow Serve's
-    # queue; 16 requests of 48 work rows overflow the replicas' own queues (MAX_QUEUE 64).
-    answers = asyncio.run(_burst(service.url, 32, 8)) + asyncio.run(_burst(service.url, 16, 48))
-    refused = [r for r in answers if r.status_code == 429]
-    assert {r.status_code for r in answers} <= {200, 429}, Counter(r.status_code for r in answers)
-    for response in refused:
-        assert response.headers["content-type"] == "application/problem+json"
-        assert int(response.headers["retry-after"]) >= 1
-        assert response.json()["status"] == 429
-    by_replica = [r for r in refused if "x-replica" in r.headers]
-    by_proxy = [r for r in refused if "x-replica" not in r.headers]
-    assert by_replica and "queue is full" in by_replica[0].json()["detail"], Counter(r.status_code for r in answers)
-    assert by_proxy and "backpressure" in by_proxy[0].json()["detail"]
+async def _hold_both_replicas(client: httpx.AsyncClient, gate: Path) -> list[asyncio.Task[httpx.Response]]:
+    """Requests with a gate row until both replicas' breast-cancer workers wait at the gate. Serve's
+    router may send the second one to the replica already held (it prefers the proxy's node); that
+    one waits in that replica's queue (1 work row) and the next is sent once it is clear no new
+    worker reached the gate."""
+    holders: list[asyncio.Task[httpx.Response]] = []
+    while len(_gate_markers(gate)) < 2:
+        # 2 replicas x 4 requests: past 6 holders the overload below could not reach a replica
+        assert len(holders) < 6, f"{len(holders)} holders reached {len(_gate_markers(gate))} replica(s)"
+        held = len(_gate_markers(gate))
+        holders.append(asyncio.create_task(client.post(CANCER_PREDICT, json={"instances": [HOLD_ROW]})))
+        for _ in range(500):  # up to 5 s for this holder to reach a worker not yet held
+            if len(_gate_markers(gate)) > held or holders[-1].done():
+                break
+            await asyncio.sleep(0.01)
+        assert not holders[-1].done(), holders[-1].result().text
+    return holders
+
+
+def _refused_by_a_replica(response: httpx.Response) -> bool:
+    return response.status_code == 429 and "x-replica" in response.headers
+
+
+async def _overload(url: str, gate: Path) -> tuple[list[httpx.Response], list[httpx.Response], list[httpx.Response]]:
+    """Both workers held at the gate, then (1) requests of 40 work rows, one at a time, until a
+    replica refuses one: each replica queues one (64 rows at most) and refuses the next; (2) 16
+    one-row requests at once: the replicas take 4 requests each and the proxy holds 2 waiting, so
+    the proxy refuses at least 8. The gate opens and whatever was queued is answered.
+    Returns (the 40-row answers, the one-row answers, the holders' answers)."""
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=httpx.Limits(max_connections=64)) as client:
+        holders: list[asyncio.Task[httpx.Response]] = []
+        big: list[asyncio.Task[httpx.Response]] = []
+        small: list[asyncio.Task[httpx.Response]] = []
+        try:
+            holders = await _hold_both_replicas(client, gate)
+            while not any(t.done() and _refused_by_a_replica(t.result()) for t in big):
+                # a queued one stays unanswered: 3 s, then the next (never more than 2 queued)
+                assert len(big) < 8, [t.result().status_code for t in big if t.done()]
+                big.append(asyncio.create_task(client.post(CANCER_PREDICT, json={"instances": CANCER_ROWS})))
+                await asyncio.wait([big[-1]], timeout=3)
+            small = [asyncio.create_task(client.post(CANCER_PREDICT, json={"instances": CANCER_ROWS[:1]}))
+                     for _ in range(16)]
+            await wait_until(lambda: sum(t.done() for t in small) >= 8, "the proxy's refusals")
+        finally:
+            gate.touch()
+        answers = [list(await asyncio.gather(*tasks)) for tasks in (big, small, holders)]
+        return answers[0], answers[1], answers[2]
+
+
+def _assert_refusal(response: httpx.Response) -> None:
+    assert response.headers["content-type"] == "application/problem+json"
+    assert int(response.headers["retry-after"]) >= 1
+    assert response.json()["status"] == 429
+
+
+def test_overload_is_429_with_retry_after_from_replicas_and_from_the_proxy(
+        live: LiveServer, service: ServiceOnRay, gate: Path) -> None:
+    big, small, holders = asyncio.run(_overload(service.url, gate))
+    statuses = Counter(r.status_code for r in big + small)
+    assert set(statuses) <= {200, 429}, statuses
+    assert all(r.status_code == 200 for r in holders), [r.text for r in holders]
+    for response in big + small:
+        if response.status_code == 429:
+            _assert_refusal(response)
+    by_replica = [r for r in big if _refused_by_a_replica(r)]
+    by_proxy = [r for r in small if r.status_code == 429 and "x-replica" not in r.headers]
+    print(f"{len(holders)} holders; 40-row: {Counter(r.status_code for r in big)}, {len(by_replica)} refused by a "
+          f"replica; one-row: {Counter(r.status_code for r in small)}, {len(by_proxy)} refused by the proxy")
+    assert by_replica and all("queue is full" in r.json()["detail"] for r in by_replica), statuses
+    assert len(by_proxy) >= 8 and all("backpressure" in r.json()["detail"] for r in by_proxy), statuses
+    # what was queued behind the gate answers as the embedded service does
+    with httpx.Client(base_url=live.url, timeout=60) as embedded:
+        for rows, answers in ((CANCER_ROWS, big), (CANCER_ROWS[:1], small)):
+            want = embedded.post(CANCER_PREDICT, json={"instances": rows}).json()
+            for response in answers:
+                if response.status_code == 200:
+                    same(comparable(response.json()), comparable(want), "queued behind the gate")
     # the project's Client waits as told and gets every answer
     with Load(service.url, 12, explain_circle, lambda i, result: None) as load:
         load.wait_done(36)
