@@ -1,7 +1,7 @@
 """Runs inside Ray Serve's HTTP proxies: the answers Ray makes itself keep the service's contract.
 
 Serve's proxies load `middlewares()` through RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH (set by
-`explainserve serve --ray` and the files in deploy/). Three things change, nothing else:
+`explainserve serve --ray` and the files in deploy/). Four things change, nothing else:
 
 - a request whose replica stopped before answering (killed, crashed, its node lost) gets 503 with
   `Retry-After` instead of Ray's bare 500: the request is safe to send again, and another replica
@@ -10,6 +10,12 @@ Serve's proxies load `middlewares()` through RAY_SERVE_HTTP_PROXY_CALLBACK_IMPOR
   `application/problem+json` with `Retry-After`, like the replicas' own; so does Ray's 404 for a
   path no application serves, as 503: the service is at "/", so that 404 means it is not deployed
   (being deployed, or deleted), and a client should come back rather than give up;
+- a replica's 408 (its body did not arrive) for a request whose whole body this proxy had received
+  becomes 503 with `Retry-After`: Serve lost the body, not the client. When a replica dies between
+  accepting a request and Ray's router hearing that it did, the router sends the request to another
+  replica, but the first had already taken the body from the proxy's queue (Ray 2.60's replicas
+  fetch it as soon as they start); the second waits for a body that never comes until
+  BODY_TIMEOUT_S. The client did nothing wrong and may send the request again;
 - a response carries one `X-Request-ID`: Ray's proxy adds its id to the request, the replica
   echoes it, and the proxy would add it a second time.
 
@@ -28,6 +34,8 @@ PROBLEM = b"application/problem+json"
 RETRY_AFTER = b"1"
 LOST_DETAIL = "the replica serving this request stopped before answering; send it again"
 NOT_DEPLOYED = "the service is not deployed on this cluster at the moment"
+LOST_BODY = ("the request's body was lost between Serve's proxy and a replica (sent again after the first "
+             "replica stopped); send the request again")
 _RAYS = {404: 503, 429: 429, 503: 503}
 """Statuses of answers Ray makes itself (text, not problem+json) -> the status the client gets."""
 
@@ -69,8 +77,16 @@ class ProxyAnswers:
             await self.app(scope, receive, send)
             return
         started = False
-        held: Message | None = None  # the start of an answer of Ray's own, until its body is in
+        held: Message | None = None  # the start of an answer to rewrite, until its body is in
         body = b""
+        body_complete = False  # the client's whole body reached this proxy
+
+        async def listen() -> Message:
+            nonlocal body_complete
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                body_complete = True
+            return message
 
         async def forward(message: Message) -> None:
             nonlocal started, held, body
@@ -79,22 +95,27 @@ class ProxyAnswers:
                 headers = _one_request_id(list(message.get("headers", [])))
                 message = {**message, "headers": headers}
                 content_type = dict((k.lower(), v) for k, v in headers).get(b"content-type", b"")
-                if message["status"] in _RAYS and not content_type.startswith(PROBLEM):
+                ours = content_type.startswith(PROBLEM)
+                if (message["status"] in _RAYS and not ours) or (message["status"] == 408 and body_complete):
                     held = message
                     return
             elif held is not None and message["type"] == "http.response.body":
                 body += message.get("body", b"")
                 if message.get("more_body", False):
                     return
-                status = _RAYS[held["status"]]
-                detail = NOT_DEPLOYED if held["status"] == 404 else body.decode("utf-8", "replace").strip()
+                if held["status"] == 408:
+                    status, detail = 503, LOST_BODY
+                    held["headers"] = [(k, v) for k, v in held["headers"] if k.lower() != b"connection"]
+                else:
+                    status = _RAYS[held["status"]]
+                    detail = NOT_DEPLOYED if held["status"] == 404 else body.decode("utf-8", "replace").strip()
                 start, end = _problem(status, detail or HTTPStatus(status).phrase, held["headers"])
                 held = None
                 await send(start)
                 message = end
             await send(message)
 
-        await self.app(scope, receive, forward)
+        await self.app(scope, listen, forward)
         if not started:
             request_id = [(k, v) for k, v in scope.get("headers", []) if k.lower() == b"x-request-id"][:1]
             start, end = _problem(503, LOST_DETAIL, request_id)

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from app.deploy.proxy import LOST_DETAIL, NOT_DEPLOYED, ProxyAnswers, middlewares
+from app.deploy.proxy import LOST_BODY, LOST_DETAIL, NOT_DEPLOYED, ProxyAnswers, middlewares
 from tests.fixtures.threaded import ThreadedServer
 
 
@@ -40,6 +40,14 @@ async def ray_like(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.body", "body": b'{"status":429,"detail":"queue is full"}'})
     elif path == "/died":  # Ray: the replica died mid-request; it sends nothing and returns
         return
+    elif path in ("/body-lost", "/body-late"):  # the replica's 408: its body did not arrive in time
+        if path == "/body-lost":  # the proxy received the whole body (the first replica took it)
+            while (await receive()).get("more_body", False):
+                pass
+        await send({"type": "http.response.start", "status": 408,
+                    "headers": [(b"content-type", b"application/problem+json"), (b"connection", b"close"), rid,
+                                (b"x-replica", b"r2")]})
+        await send({"type": "http.response.body", "body": b'{"status":408,"detail":"the body was not received"}'})
     elif path == "/readyz":
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b""})
@@ -83,3 +91,15 @@ def test_the_callback_gives_starlette_middleware() -> None:
 
     (middleware,) = validate_http_proxy_callback_return(middlewares())
     assert middleware.cls is ProxyAnswers
+
+
+def test_a_body_lost_inside_serve_is_503_with_retry_after_and_a_late_body_stays_408(proxy: httpx.Client) -> None:
+    lost = proxy.post("/body-lost", json={"instances": [[1.0, 2.0]]})
+    assert lost.status_code == 503 and lost.headers["retry-after"] == "1"
+    assert lost.headers["content-type"] == "application/problem+json"
+    assert lost.headers["x-replica"] == "r2" and lost.headers.get_list("x-request-id") == ["rid-1"]
+    assert "connection" not in lost.headers  # the connection stays open for the request sent again
+    assert lost.json() == {"type": "about:blank", "title": "Service Unavailable", "status": 503, "detail": LOST_BODY}
+    # the replica answered before the proxy had the whole body: the client's own timeout
+    late = proxy.post("/body-late", json={"instances": [[1.0, 2.0]]})
+    assert late.status_code == 408 and late.json()["detail"] == "the body was not received"
