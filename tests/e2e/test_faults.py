@@ -296,7 +296,7 @@ async def test_draining_answers_503_and_finishes_accepted_work(tmp_path: Path) -
             queued = await queue_up(live, "slow", [predict(client, "slow", [row]) for row in GOOD_ROWS[:3]],
                                     rows=3)
             drain = live.on_server_loop(live.app.state.shutdown())
-            await asyncio.sleep(0.1)
+            await wait_until(lambda: live.service.registry.state == "draining", "the drain to begin")
             assert not drain.done()  # work is still in flight
             refused = await predict(client, "slow", [GOOD_ROWS[0]])
             assert_problem(refused, 503)

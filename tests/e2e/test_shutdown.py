@@ -59,9 +59,12 @@ async def test_sigterm_drains_accepted_work_then_exits_0(tmp_path: Path) -> None
                 assert time.monotonic() < deadline, "the requests were never all queued"
                 await asyncio.sleep(0.02)
             server.signal(signal.SIGTERM)
-            # the server refuses new work while it drains (and keeps listening)
+            # the server refuses new work while it drains (and keeps listening); the signal is
+            # handled by the server's loop in its own time: once /readyz says so, work is refused
+            while (ready := await client.get("/readyz")).status_code == 200:
+                assert time.monotonic() < deadline, "the server never began to drain"
+                await asyncio.sleep(0.02)
             refused = await client.post("/v1/models/gated/predict", json={"instances": rows(0)})
-            ready = await client.get("/readyz")
             for response in (refused, ready):
                 assert response.status_code == 503, response.text
                 assert response.headers["content-type"].startswith("application/problem+json")

@@ -145,7 +145,7 @@ async def test_draining_answers_503_on_v2_and_finishes_accepted_work(tmp_path: P
             await wait_until(net.entered.is_set, "the gate request to reach the worker")
             queued = await queue_up(live, "slow", [infer(client, "slow", [row]) for row in GOOD_ROWS[:2]], rows=2)
             drain = live.on_server_loop(live.app.state.shutdown())
-            await asyncio.sleep(0.1)
+            await wait_until(lambda: live.service.registry.state == "draining", "the drain to begin")
             assert not drain.done()
             for response in (await infer(client, "slow", GOOD_ROWS[:1]), await client.get("/v2/health/ready"),
                              await client.get("/v2/models/slow/ready"), await client.get("/v2/models/slow")):
