@@ -30,6 +30,7 @@ import pytest
 from app.client import Client
 from tests.conftest import ROOT, LiveServer
 from tests.fixtures.catalogs import demo_names, demo_subset, gated
+from tests.fixtures.faulty import entered_markers
 from tests.fixtures.probes import wait_until
 from tests.fixtures.ray_cluster import RayCluster, wait_for
 from tests.fixtures.ray_service import Load, ServiceOnRay, catalog_env, comparable, same
@@ -146,7 +147,7 @@ def test_requests_spread_over_both_replicas(service: ServiceOnRay) -> None:
 
 def _gate_markers(gate: Path) -> set[str]:
     """The replica processes whose breast-cancer worker reached the gate."""
-    return {marker.name.rsplit("-", 1)[1] for marker in gate.parent.glob(f"{gate.name}.entered-*")}
+    return {marker.name.rsplit("-", 1)[1] for marker in entered_markers(gate)}
 
 
 async def _hold_both_replicas(client: httpx.AsyncClient, gate: Path) -> list[asyncio.Task[httpx.Response]]:

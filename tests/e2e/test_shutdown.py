@@ -49,12 +49,16 @@ async def test_sigterm_drains_accepted_work_then_exits_0(tmp_path: Path) -> None
         await asyncio.to_thread(server.wait_ready)
         limits = httpx.Limits(max_connections=N + 20, max_keepalive_connections=N + 20)
         async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as client:
-            # the gate request holds the worker; N requests queue behind it
+            # the gate request holds the worker (sent first, it could still arrive after others
+            # that the worker would then serve at once); N requests queue behind it
             holder = asyncio.create_task(client.post("/v1/models/gated/predict",
                                                      json={"instances": [[GATE, 0.0, 0.0, 0.0]]}))
+            deadline = time.monotonic() + 60
+            while not faulty.entered_markers(gate):
+                assert time.monotonic() < deadline and not holder.done(), "the gate request never reached the worker"
+                await asyncio.sleep(0.02)
             tasks = [asyncio.create_task(client.post("/v1/models/gated/predict", json={"instances": rows(i)}))
                      for i in range(N)]
-            deadline = time.monotonic() + 60
             while await _metric(client, "explainserve_queue_rows", "gated") < N:
                 assert time.monotonic() < deadline, "the requests were never all queued"
                 await asyncio.sleep(0.02)
