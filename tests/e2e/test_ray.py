@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import tomllib
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +28,7 @@ import pytest
 
 from app.client import Client
 from tests.conftest import ROOT, LiveServer
-from tests.fixtures.catalogs import demo_names, demo_subset, gated
+from tests.fixtures.catalogs import demo_entries, demo_names, demo_subset, gated
 from tests.fixtures.faulty import entered_markers
 from tests.fixtures.probes import wait_until
 from tests.fixtures.ray_cluster import RayCluster, wait_for
@@ -44,8 +43,7 @@ STAR = (ROOT / "models/shapes/examples/star.webp").read_bytes()
 PURCHASE = json.loads((ROOT / "models/purchase/example.json").read_text())["instances"]
 GATE_ABOVE = 1000.0
 """breast-cancer's MLP holds its replica's worker for a row whose standardised first feature is above this."""
-_CANCER = next(m for m in tomllib.loads((ROOT / "models/catalog.toml").read_text())["models"]
-               if m["name"] == "breast-cancer")
+_CANCER = next(m for m in demo_entries() if m["name"] == "breast-cancer")
 CANCER_PREDICT = "/v1/models/breast-cancer/predict"
 CANCER_ROWS = [[m * (0.8 + 0.01 * i) for m in _CANCER["tabular"]["mean"]] for i in range(40)]
 HOLD_ROW = [_CANCER["tabular"]["mean"][0] + 2 * GATE_ABOVE * _CANCER["tabular"]["std"][0],

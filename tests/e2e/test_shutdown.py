@@ -21,7 +21,7 @@ import pytest
 
 from tests.fixtures import faulty
 from tests.fixtures.faulty import GATE
-from tests.fixtures.probes import total
+from tests.fixtures.probes import total, wait_until
 from tests.fixtures.process import SERVE_COMMANDS, ServerProcess
 
 pytestmark = pytest.mark.anyio
@@ -53,10 +53,9 @@ async def test_sigterm_drains_accepted_work_then_exits_0(tmp_path: Path) -> None
             # that the worker would then serve at once); N requests queue behind it
             holder = asyncio.create_task(client.post("/v1/models/gated/predict",
                                                      json={"instances": [[GATE, 0.0, 0.0, 0.0]]}))
+            await wait_until(lambda: faulty.entered_markers(gate) or holder.done(), "the gate request at the worker")
+            assert not holder.done(), holder.result().text
             deadline = time.monotonic() + 60
-            while not faulty.entered_markers(gate):
-                assert time.monotonic() < deadline and not holder.done(), "the gate request never reached the worker"
-                await asyncio.sleep(0.02)
             tasks = [asyncio.create_task(client.post("/v1/models/gated/predict", json={"instances": rows(i)}))
                      for i in range(N)]
             while await _metric(client, "explainserve_queue_rows", "gated") < N:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from torch import nn
 
 from models.shapes import generate
 from models.zoo import ShapesCNN, mlp, shapes_cnn
+from tests.fixtures.catalogs import demo_entries
 
 MODELS = Path(__file__).resolve().parents[3] / "models"
 
@@ -92,10 +92,6 @@ def test_shapes_cnn_exports_with_a_dynamic_batch() -> None:
             torch.testing.assert_close(module(x), net(x), rtol=1e-4, atol=1e-5)
 
 
-def _catalog() -> list[dict[str, Any]]:
-    return tomllib.loads((MODELS / "catalog.toml").read_text(encoding="utf-8"))["models"]
-
-
 def _build(entry: dict[str, Any]) -> nn.Module:
     module_name, function = entry["builder"].split(":")
     builder = getattr(importlib.import_module(module_name), function)
@@ -105,7 +101,7 @@ def _build(entry: dict[str, Any]) -> nn.Module:
 
 
 def test_catalog_lists_the_four_demo_models() -> None:
-    entries = {e["name"]: e for e in _catalog()}
+    entries = {e["name"]: e for e in demo_entries()}
     assert list(entries) == ["breast-cancer", "purchase", "diabetes", "shapes"]
     assert entries["purchase"]["output"] == "probabilities"
     assert entries["purchase"]["builder_args"]["final"] == "sigmoid"
@@ -129,7 +125,7 @@ def test_catalog_lists_the_four_demo_models() -> None:
 
 @pytest.mark.parametrize("name", ["breast-cancer", "purchase", "diabetes", "shapes"])
 def test_committed_weights_fit_their_builders(name: str) -> None:
-    entry = next(e for e in _catalog() if e["name"] == name)
+    entry = next(e for e in demo_entries() if e["name"] == name)
     net = _build(entry)
     if entry["kind"] == "image":
         out = net(torch.zeros(1, 3, *entry["image"]["size"]))
@@ -140,7 +136,7 @@ def test_committed_weights_fit_their_builders(name: str) -> None:
 
 
 def test_committed_shapes_model_classifies_generated_images() -> None:
-    entry = next(e for e in _catalog() if e["name"] == "shapes")
+    entry = next(e for e in demo_entries() if e["name"] == "shapes")
     net = _build(entry)
     samples = generate(48, seed=2718)
     x = np.stack([np.asarray(s.image, dtype=np.float32) / 255.0 for s in samples])
