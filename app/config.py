@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     """OpenMP's (libgomp's own variable, applied by `python -m app` before torch loads): whether a
     compute thread waiting for its team sleeps (PASSIVE) or spins (ACTIVE, libgomp's default for a
     while): spinning threads take the cores host work and other compute threads need."""
+    malloc_retain: bool = True
+    """glibc keeps freed blocks of up to 32 MiB for reuse instead of returning them to the kernel
+    at once, so a batch's tensors do not fault their pages in again (app/runtime/heap.py);
+    resident memory stays near its peak, and work over 64 MiB is still followed by a trim."""
     host_mode: Literal["auto", "process", "thread"] = "auto"
     """Where that host work runs: worker processes (off this process's interpreter lock, which the
     event loop and the device workers need), threads of this process, or `auto` (processes)."""

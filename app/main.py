@@ -15,6 +15,7 @@ from app.api.middleware import CrossOriginGuard, ProblemCORS, RequestContext
 from app.config import Settings, get_settings
 from app.context import InFlight
 from app.metrics import Metrics
+from app.runtime import heap
 from app.runtime.drain import Drain
 from app.runtime.registry import Registry, memory_probe
 from app.runtime.service import Service
@@ -49,6 +50,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.loop = asyncio.get_running_loop()  # for code on other threads (tests, Ray's replica)
+        if settings.malloc_retain:
+            heap.retain_freed()
         await service.start()
         try:
             await registry.load()

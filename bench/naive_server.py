@@ -5,7 +5,9 @@ PIL, predict, make ONE Captum call for that request's instances alone, render th
 PIL, return JSON. No batching across requests, no queue, no worker threads of its own.
 
 It is the same model, method, parameters and output as our service: models are built with
-`app.inference.loading` (same weights, same normalisation inside the module, same warm-up),
+`app.inference.loading` (same weights, same normalisation inside the module, same warm-up), in
+the contiguous memory format a tutorial's `model.eval()` leaves them in, where our service lays a
+CPU convolutional net out channels-last (`--model-as ours` gives the naive server that too),
 images are resized with the same policy (`app.inference.inputs.model_view`), and overlays are
 composed by `app.render.overlay`, so the overlay pixels are the same. The PNG is written the
 way a tutorial writes it, `image.save(buffer, "PNG")` with Pillow's defaults (`--png ours`
@@ -143,11 +145,14 @@ def explain_sync(name: str, body: ExplainBody) -> dict[str, Any]:
             "timings_ms": {"total": round(total, 3)}}
 
 
-def create_app(catalog: Path, device: str, only: list[str] | None = None, serial: bool = False) -> FastAPI:
+def create_app(catalog: Path, device: str, only: list[str] | None = None, serial: bool = False,
+               model_as: str = "tutorial") -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for spec in load_catalog(catalog):
             if only is None or spec.name in only:
+                if model_as == "tutorial":
+                    spec = spec.model_copy(update={"memory_format": "contiguous"})
                 MODELS[spec.name] = load_model(spec, resolve_device(device))
         yield
         MODELS.clear()
@@ -180,10 +185,13 @@ def main() -> None:
     parser.add_argument("--serial", action="store_true", help="async def endpoint: one request at a time")
     parser.add_argument("--png", choices=["default", "ours"], default="default",
                         help="PNG encoding: Pillow's defaults (a tutorial's) or our encoder settings")
+    parser.add_argument("--model-as", choices=["tutorial", "ours"], default="tutorial",
+                        help="the models in the memory format a tutorial leaves them in (contiguous) or in "
+                             "our service's (channels-last for a convolutional net on the CPU)")
     args = parser.parse_args()
     PNG_SETTINGS["ours"] = args.png == "ours"
     only = [m for m in args.models.split(",") if m] or None
-    app = create_app(args.catalog, args.device, only, args.serial)
+    app = create_app(args.catalog, args.device, only, args.serial, args.model_as)
     uvicorn.run(app, host=args.host, port=args.port, workers=1, log_level="warning")
 
 

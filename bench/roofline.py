@@ -1,9 +1,10 @@
 """Roofline probe: the model's raw forward+backward throughput at its best batch size.
 
 In-process, no HTTP, no Captum, no rendering: the same module our service serves (built by
-`app.inference.loading`, same device and precision, normalisation inside), one forward and
-one backward per row, at a sweep of batch sizes. The best rows/s is the ceiling for any server
-doing that attribution on this machine:
+`app.inference.loading`, same device, precision and memory format, normalisation inside, the
+service's heap policy), one forward and one backward per row, at a sweep of batch sizes. The
+best rows/s is the ceiling for any server doing that attribution on this machine with that
+module:
 
 - `input` (integrated gradients): gradient of each row's target output with respect to the
   input pixels or features. IG with n_steps=k costs k such rows per instance.
@@ -28,6 +29,7 @@ import torch
 from app.inference.catalog import load_catalog
 from app.inference.explained import TargetScalar
 from app.inference.loading import LoadedModel, load_model, resolve_device, typical_input
+from app.runtime import heap
 from app.runtime.pool import is_out_of_memory
 
 __all__ = ["default_sizes", "probe"]
@@ -157,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    heap.retain_freed()  # the service's heap policy (MALLOC_RETAIN's default)
     specs = {s.name: s for s in load_catalog(args.catalog)}
     if args.model not in specs:
         parser.error(f"no model {args.model!r} in {args.catalog}")

@@ -101,7 +101,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "created": datetime.now(UTC).isoformat(timespec="seconds"), "note": args.note,
         "machine": machine_info(device), "service_settings": service_settings(service_env),
         "naive_mode": ("serial (async def)" if args.naive_serial else "threads (def, FastAPI thread pool)")
-        + ("; PNG with our encoder settings" if args.naive_png == "ours" else "; PNG with Pillow's defaults"),
+        + ("; PNG with our encoder settings" if args.naive_png == "ours" else "; PNG with Pillow's defaults")
+        + ("; models in our service's memory format" if args.naive_model == "ours"
+           else "; models contiguous, as a tutorial loads them"),
         "load_generator": client.as_dict(), "random_weights": random_weights,
         "cell_duration_s": duration, "loadavg_start": list(os.getloadavg()),
         "roofline": {}, "scenarios": {},
@@ -120,7 +122,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     f"{result['roofline'][key].get('best_batch')}")
         log(f"starting servers on {device} ({', '.join(models)})")
         ours, naive = start_servers(device, catalog, models, service_env, args.naive_serial, args.naive_png,
-                                    logdir)
+                                    logdir, args.naive_model)
         try:
             flip = False
             for scenario in scenarios:
@@ -191,6 +193,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--naive-png", choices=["default", "ours"], default="default",
                    help="naive PNG encoding: Pillow's defaults (default) or our settings (identical bytes)")
     p.add_argument("--naive-serial", action="store_true", help="naive endpoint as async def (one at a time)")
+    p.add_argument("--naive-model", choices=["tutorial", "ours"], default="tutorial",
+                   help="the naive server's models: contiguous as a tutorial loads them (default), or in our "
+                   "service's memory format (channels-last for a CPU convolutional net)")
     p.add_argument("--random-weights", default="", metavar="MODEL,...",
                    help="serve these state_dict models with a seeded random initialisation of their builder "
                    "(when their weights file is absent or does not fit; same speed)")

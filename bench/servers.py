@@ -123,13 +123,14 @@ def start_ours(device: str, catalog: Path, service_env: dict[str, str], logdir: 
 
 
 def start_servers(device: str, catalog: Path, models: Sequence[str], service_env: dict[str, str],
-                  naive_serial: bool, naive_png: str, logdir: Path) -> tuple[Server, Server]:
+                  naive_serial: bool, naive_png: str, logdir: Path,
+                  naive_model: str = "tutorial") -> tuple[Server, Server]:
     """Our service and the naive server on free loopback ports, both ready."""
     ours = start_ours(device, catalog, service_env, logdir)
     naive_port = free_port()
     naive_argv = [sys.executable, "-m", "bench.naive_server", "--catalog", str(catalog),
                   "--port", str(naive_port), "--device", device, "--models", ",".join(models),
-                  "--png", naive_png]
+                  "--png", naive_png, "--model-as", naive_model]
     if naive_serial:
         naive_argv.append("--serial")
     naive = Server("naive", naive_argv, server_env(), naive_port, "/healthz", logdir)

@@ -80,6 +80,10 @@ class ModelSpec(_Strict):
     device: str | None = None
     precision: Precision = "fp32"
     compile: bool = False
+    memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
+    """The layout of an image model's weights and activations: `auto` is channels_last for a
+    convolutional net (Conv2d modules) on the CPU, where oneDNN's kernels run 1.4-4x faster in it
+    (bench/results/history.md), and contiguous elsewhere."""
     max_batch_size: int | None = Field(None, ge=1)
     max_batch_rows: int | None = Field(None, ge=1)
     """Work rows (instances x passes) per batch and per Captum chunk; default MAX_BATCH_ROWS."""

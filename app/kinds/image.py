@@ -124,8 +124,10 @@ def attribution_values(attr: NDArray[np.float32], attributions_format: str = "li
 
 
 def _render(image: Submitted, attribution: NDArray[np.float32], render: dict[str, Any],
-            outputs: frozenset[str], attributions_format: str = "list") -> tuple[dict[str, Any], bytes | None]:
-    """The image outputs asked for, and the overlay's PNG bytes."""
+            outputs: frozenset[str], attributions_format: str = "list",
+            want_png: bool = False) -> tuple[dict[str, Any], bytes | None]:
+    """The image outputs asked for, and the overlay's PNG bytes where `want_png` (else None: the
+    data URI already holds them, and the reply from a host work process is half the size)."""
     attr = attribution.sum(axis=0) if attribution.ndim == 3 else attribution
     spec = RenderSpec(**render)
     placement = Placement(image.size, image.crop_box)
@@ -140,7 +142,7 @@ def _render(image: Submitted, attribution: NDArray[np.float32], render: dict[str
             fields["heatmap"] = data_uri(encode_png(heat))
     if "attributions" in outputs:
         fields["attributions"] = attribution_values(attr, attributions_format)
-    return fields, png
+    return fields, png if want_png else None
 
 
 class ImageKind:
@@ -241,9 +243,10 @@ class ImageKind:
         # Pictures are worth sending to a host work process; the raw map alone is not.
         run = host.run if outputs & IMAGE_OUTPUTS else host.run_local
         maps = [attr.sum(axis=0) if attr.ndim == 3 and attr.shape[0] > 1 else attr for attr in attributions]
-        done = await asyncio.gather(*(run(_render, image, attr, render, outputs, options.attributions_format)
+        done = await asyncio.gather(*(run(_render, image, attr, render, outputs, options.attributions_format,
+                                          options.want_png)
                                       for image, attr in zip(decoded.items, maps, strict=True)))
-        return [Rendered(fields, png if options.want_png else None) for fields, png in done]
+        return [Rendered(fields, png) for fields, png in done]
 
 
 IMAGE = ImageKind()

@@ -20,9 +20,9 @@ from app.inference.params import MethodParams, resolve_params
 from app.kinds import InputKind
 from app.metrics import Metrics
 from app.runtime.batcher import Batcher, Completed, Limits
+from app.runtime.heap import trim_after
 from app.runtime.pool import RowBudget, Worker
 from app.runtime.threads import CpuThreads
-from app.runtime.trim import trim_after
 from app.schemas import MethodInfo, ModelInfo
 
 logger = logging.getLogger(__name__)

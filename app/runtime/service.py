@@ -24,10 +24,10 @@ from app.inference.engine import ExplainResult, ExplainWork, PredictResult, Pred
 from app.kinds import ExplainOptions, RequestLimits, checked_format, checked_outputs
 from app.metrics import Metrics
 from app.runtime import answers
+from app.runtime.heap import trim_after
 from app.runtime.host import HostPool
 from app.runtime.model_entry import ModelEntry
 from app.runtime.registry import Registry
-from app.runtime.trim import trim_after
 from app.schemas import ExplainRequest, ExplainResponse, Explanation, PredictResponse, Timings
 
 

@@ -90,9 +90,12 @@ def answers(server: Server, side: str, bodies: dict[str, dict[str, list[bytes]]]
     return out
 
 
-def agreement(ours: dict[str, Any], theirs: dict[str, Any], tolerance: float = 1e-3) -> dict[str, Any]:
+def agreement(ours: dict[str, Any], theirs: dict[str, Any], tolerance: float = 1e-2) -> dict[str, Any]:
     """Same top 5 in the same order, probabilities within 1e-4, attributions within `tolerance` of
-    the largest attribution (float summation order differs: batching, chunks)."""
+    the largest attribution. Float summation orders differ (batching, chunks), and so do the
+    convolutions: ours run channels-last on the CPU, TorchServe's contiguous, and through the 20
+    layers of a randomly initialised resnet18 that moves integrated gradients' pixels by up to
+    3.1e-3 of the largest (correlation 0.9999998; 1.5e-7 between two contiguous runs)."""
     same_top5 = [i for i, _ in ours["top5"]] == [i for i, _ in theirs["top5"]]
     prob_diff = max(abs(a - b) for (_, a), (_, b) in zip(ours["top5"], theirs["top5"], strict=True))
     a, b = ours["attributions"], theirs["attributions"]

@@ -3,6 +3,7 @@ either way the pictures drawn on it are the same."""
 
 from __future__ import annotations
 
+import base64
 import io
 import pickle
 
@@ -37,9 +38,19 @@ def test_a_large_image_is_held_as_its_encoded_bytes() -> None:
     kept = Submitted(seen.submitted.picture(), seen.submitted.crop_box, seen.submitted.size)
     assert kept.picture().size == (side, side)
     attribution = np.random.default_rng(1).normal(size=(3, 32, 32)).astype(np.float32)
-    from_bytes, png_a = _render(seen.submitted, attribution, RENDER, frozenset({"overlay", "heatmap"}))
-    from_pixels, png_b = _render(kept, attribution, RENDER, frozenset({"overlay", "heatmap"}))
+    from_bytes, png_a = _render(seen.submitted, attribution, RENDER, frozenset({"overlay", "heatmap"}), want_png=True)
+    from_pixels, png_b = _render(kept, attribution, RENDER, frozenset({"overlay", "heatmap"}), want_png=True)
     assert from_bytes == from_pixels and png_a == png_b and png_a is not None
+
+
+def test_the_png_comes_back_apart_from_its_data_uri_only_when_asked() -> None:
+    seen = _decode_file(_png(40, 40), 0, SPEC, BIG)
+    attribution = np.random.default_rng(2).normal(size=(3, 32, 32)).astype(np.float32)
+    fields, png = _render(seen.submitted, attribution, RENDER, frozenset({"overlay"}))
+    assert png is None
+    fields_png, png = _render(seen.submitted, attribution, RENDER, frozenset({"overlay"}), want_png=True)
+    assert png is not None and fields == fields_png
+    assert fields["overlay"] == "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def test_a_small_image_travels_as_its_pixels() -> None:

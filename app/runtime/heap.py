@@ -1,0 +1,72 @@
+"""glibc's heap: freed memory kept for reuse while the service works, given back after large work.
+
+glibc's defaults return freed memory to the kernel eagerly: a block above its mmap threshold
+(128 KiB at first, raised as such blocks are freed, at most 32 MiB) is unmapped when freed, and
+the top of a heap is trimmed once more than twice that threshold is free. A batch of activations
+is exactly such blocks, freed at the end of every batch, so every batch faulted its pages in
+again, zeroed by the kernel: the shapes CNN's forward and backward took 1.3-2.3 ms per image on
+one core with the defaults and 0.8-1.3 ms with freed blocks kept (bench/results/history.md).
+`retain_freed()` fixes the mmap threshold at its largest (32 MiB, blocks up to it come from the
+heap) and stops automatic trimming: resident memory stays near the largest batch's.
+
+That would leave the process large after a burst of large images (each decoded, resized and
+rendered with arenas of their own), so `malloc_trim(0)` returns the free pages of every arena
+after work that held more than LARGE_BYTES, where its cost (milliseconds) is small beside the
+work's.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+LARGE_BYTES = 64 << 20
+MMAP_THRESHOLD_MAX = 32 << 20
+"""glibc's largest mmap threshold on 64-bit hosts (half its heap size): larger requests are
+always mapped afresh."""
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+"""mallopt's parameter numbers (malloc.h)."""
+_NEVER_TRIM = 2**31 - 1
+"""mallopt takes an int: free memory at the top of a heap is returned only by malloc_trim."""
+
+
+def _libc() -> Any:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        return ctypes.CDLL(name)
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+_MALLOC_TRIM = getattr(_LIBC, "malloc_trim", None)  # glibc's own: absent from musl and macOS
+_MALLOPT = getattr(_LIBC, "mallopt", None)
+
+
+def retain_freed() -> bool:
+    """Keep freed blocks of up to 32 MiB for reuse (process-wide, from now on); False where the C
+    library is not glibc or refused."""
+    if _MALLOPT is None:
+        return False
+    done = bool(_MALLOPT(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(_MALLOPT(_M_TRIM_THRESHOLD, _NEVER_TRIM))
+    if not done:
+        logger.warning("glibc refused to keep freed memory: tensors' pages are faulted in on every batch")
+    return done
+
+
+def trim() -> bool:
+    """Return free heap memory to the system; False where the C library cannot."""
+    if _MALLOC_TRIM is None:
+        return False
+    return bool(_MALLOC_TRIM(0))
+
+
+def trim_after(held_bytes: int) -> bool:
+    """`trim()` when work that held `held_bytes` was large enough to be worth it."""
+    return held_bytes > LARGE_BYTES and trim()
