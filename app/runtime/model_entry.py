@@ -22,7 +22,7 @@ from app.metrics import Metrics
 from app.runtime.batcher import Batcher, Completed, Limits
 from app.runtime.heap import trim_after
 from app.runtime.pool import RowBudget, Worker
-from app.runtime.threads import CpuThreads
+from app.runtime.threads import CpuThreads, cpu_replicas
 from app.schemas import MethodInfo, ModelInfo
 
 logger = logging.getLogger(__name__)
@@ -108,15 +108,27 @@ def _chunk_rows(settings: Settings, model: LoadedModel, max_rows: int) -> int:
 
 
 def _worker(name: str, replica: LoadedModel, budget: RowBudget, threads: CpuThreads | None) -> Worker[Work, Result]:
-    def run(work: list[Work]) -> list[Any]:
-        if threads is not None:
-            threads.for_batch(len(work), sum(work_rows(w) for w in work))
+    def compute(work: list[Work]) -> list[Any]:
         try:
             return list(budget.run(lambda rows: run_batch(replica, work, rows)))
         finally:  # large chunks' activations go back to the system, not to the heap's free lists
             trim_after(budget.rows * replica.facts.bytes_per_row)
 
+    def run(work: list[Work]) -> list[Any]:
+        if threads is None:
+            return compute(work)
+        with threads.batch(len(work), sum(work_rows(w) for w in work)):
+            return compute(work)
+
     return Worker(name, run)
+
+
+def _replica_count(settings: Settings, first: LoadedModel) -> int:
+    """WORKERS_PER_DEVICE where set; else one on a GPU, and on a CPU by the size of the model's
+    rows (app/runtime/threads.py)."""
+    if settings.workers_per_device:
+        return settings.workers_per_device
+    return cpu_replicas(first.facts.flops_per_row) if first.device.type == "cpu" else 1
 
 
 def build_entry(spec: ModelSpec, settings: Settings, metrics: Metrics) -> ModelEntry:
@@ -125,13 +137,16 @@ def build_entry(spec: ModelSpec, settings: Settings, metrics: Metrics) -> ModelE
     first = load_model(spec, device)
     methods, default = _checked_methods(spec, first.facts)
     # Copies, not rebuilds: a model without weights (random init) serves one function everywhere.
-    replicas = [first] + [replace(first, module=copy.deepcopy(first.module))
-                          for _ in range(settings.workers_per_device - 1)]
+    count = _replica_count(settings, first)
+    replicas = [first] + [replace(first, module=copy.deepcopy(first.module)) for _ in range(count - 1)]
+    if count > 1:
+        logger.info("model %s: %d replicas on %s", spec.name, count, device)
     max_rows = spec.max_batch_rows or settings.max_batch_rows
     chunk_rows = _chunk_rows(settings, first, max_rows)
+    flops = first.facts.flops_per_row
+    share = CpuThreads.share_for(count, flops) if device.type == "cpu" else None
     workers = [_worker(f"{spec.name}-{i}", replica, RowBudget(spec.name, chunk_rows),
-                       CpuThreads.for_replicas(len(replicas), first.facts.flops_per_row)
-                       if device.type == "cpu" else None)
+                       CpuThreads.for_replicas(count, flops, share=share) if device.type == "cpu" else None)
                for i, replica in enumerate(replicas)]
     limits = Limits(max_items=spec.max_batch_size or settings.max_batch_size, max_rows=max_rows,
                     max_delay_s=settings.max_batch_delay_ms / 1000.0, max_queue_rows=settings.max_queue)

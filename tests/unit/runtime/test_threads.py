@@ -1,5 +1,5 @@
-"""The CPU thread policy (app/runtime/threads.py): every core for a batch of one or of heavy items,
-one core spare for light items, the cores shared between replicas; the work rows it weighs."""
+"""The CPU thread policy (app/runtime/threads.py): every core for a batch of heavy items, one core
+spare for light items (a lone one too), the cores shared between replicas; the work rows it weighs."""
 
 from __future__ import annotations
 
@@ -30,9 +30,11 @@ def test_one_core_or_an_operator_limit_means_no_policy() -> None:
     assert CpuThreads.for_replicas(1, MLP_FLOPS, cores=torch.get_num_threads() + 1) is None
 
 
-def test_a_batch_of_one_takes_every_core_whatever_it_costs() -> None:
-    threads = CpuThreads(every=8, spare=7, flops_per_row=MLP_FLOPS)
-    assert threads.threads_for(items=1, rows=34) == 8
+def test_a_lone_item_takes_every_core_only_if_it_is_heavy() -> None:
+    tabular_ig = CpuThreads(every=8, spare=7, flops_per_row=MLP_FLOPS)
+    assert tabular_ig.threads_for(items=1, rows=34) == 7  # one IG request of 34 rows: 0.27 MFLOP
+    assert tabular_ig.threads_for(items=1, rows=64 * 1000) == 8  # 64 rows at 1000 steps: 500 MFLOP
+    assert CpuThreads(every=8, spare=7, flops_per_row=SHAPES_FLOPS).threads_for(items=1, rows=1) == 8
 
 
 def test_light_items_leave_a_core_for_the_event_loop() -> None:
@@ -61,14 +63,14 @@ def test_uncounted_flops_count_as_light() -> None:
     assert CpuThreads(every=2, spare=1, flops_per_row=0).threads_for(items=4, rows=400) == 1
 
 
-def test_for_batch_sets_the_threads_of_the_calling_thread() -> None:
+def test_a_batch_sets_the_threads_of_the_calling_thread() -> None:
     before = torch.get_num_threads()
     try:
-        threads = CpuThreads(every=2, spare=1, flops_per_row=MLP_FLOPS)
-        threads.for_batch(items=8, rows=8)
-        assert torch.get_num_threads() == 1
-        threads.for_batch(items=1, rows=1)
-        assert torch.get_num_threads() == 2
+        threads = CpuThreads(every=2, spare=1, flops_per_row=HEAVY_ITEM_FLOPS // 4)
+        with threads.batch(items=8, rows=8):
+            assert torch.get_num_threads() == 1
+        with threads.batch(items=1, rows=4):
+            assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
 
@@ -78,3 +80,38 @@ def test_work_rows_are_instances_times_the_methods_passes() -> None:
     assert work_rows(PredictWork(x)) == 3
     params = resolve_params(METHODS["integrated_gradients"].params, {}, {"n_steps": 16})
     assert work_rows(ExplainWork(x, (None,) * 3, "integrated_gradients", params)) == 3 * (16 + 2)
+
+
+def test_replicas_follow_the_size_of_a_row() -> None:
+    from app.runtime.threads import cpu_replicas
+
+    assert cpu_replicas(MLP_FLOPS, cores=2) == 1  # requests that are mostly the event loop's work
+    assert cpu_replicas(SHAPES_FLOPS, cores=2) == 2  # a batch per core, one thread each
+    assert cpu_replicas(3_628_146_688, cores=2) == 2  # resnet18: two replicas sharing the cores
+    assert cpu_replicas(SHAPES_FLOPS, cores=1) == 1
+    assert cpu_replicas(SHAPES_FLOPS, cores=torch.get_num_threads() + 1) == 1  # the operator's OMP_NUM_THREADS
+
+
+def test_a_mid_sized_model_runs_one_thread_per_replica() -> None:
+    threads = CpuThreads.for_replicas(2, SHAPES_FLOPS, cores=2, share=CpuThreads.share_for(2, SHAPES_FLOPS, cores=2))
+    assert threads is not None and threads.share is None
+    with threads.batch(items=32, rows=32) as count:
+        assert count == 1
+
+
+def test_a_large_models_replicas_share_the_cores_they_compute_on() -> None:
+    resnet = 3_628_146_688
+    share = CpuThreads.share_for(2, resnet, cores=2)
+    assert share is not None
+    first, second = (CpuThreads.for_replicas(2, resnet, cores=2, share=share) for _ in range(2))
+    assert first is not None and second is not None
+    before = torch.get_num_threads()
+    try:
+        with first.batch(items=1, rows=17) as alone:
+            assert alone == 2  # every core while the other replica is idle
+            with second.batch(items=8, rows=8) as beside:
+                assert beside == 1  # both computing: one each
+        with second.batch(items=8, rows=8) as again:
+            assert again == 2
+    finally:
+        torch.set_num_threads(before)
