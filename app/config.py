@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     """glibc keeps freed blocks of up to 32 MiB for reuse instead of returning them to the kernel
     at once, so a batch's tensors do not fault their pages in again (app/runtime/heap.py);
     resident memory stays near its peak, and work over 64 MiB is still followed by a trim."""
+    host_nice: int = Field(10, ge=0, le=19)
+    """How much lower the host work processes' priority is than the service's (Unix niceness):
+    when the cores are contended, the event loop and the model workers, whose work every request
+    waits on in turn, run first."""
     host_mode: Literal["auto", "process", "thread"] = "auto"
     """Where that host work runs: worker processes (off this process's interpreter lock, which the
     event loop and the device workers need), threads of this process, or `auto` (processes)."""

@@ -36,6 +36,12 @@ def watching(reason: StopReason) -> Iterator[None]:
         _local.reason = previous
 
 
+def current() -> StopReason | None:
+    """What checkpoints on this thread consult now (to watch for the same on another thread)."""
+    reason: StopReason | None = getattr(_local, "reason", None)
+    return reason
+
+
 def checkpoint() -> None:
     reason: StopReason | None = getattr(_local, "reason", None)
     if reason is not None:

@@ -46,7 +46,8 @@ class HostPool:
         self.workers = settings.host_workers or os.cpu_count() or 2
         self.mode = resolved_mode(settings)
         self._threads = ThreadPoolExecutor(self.workers, thread_name_prefix="host")
-        self.processes = ProcessPool(self.workers, JOB_MODULES) if self.mode == "process" else None
+        self.processes = (ProcessPool(self.workers, JOB_MODULES, settings.host_nice)
+                          if self.mode == "process" else None)
         self._closed = False
 
     async def start(self) -> None:

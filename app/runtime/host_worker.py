@@ -2,8 +2,9 @@
 
 Started by app/runtime/processes.py as a fresh interpreter (`python -c`, the parent's sys.path
 given on the command line), so it holds nothing of its parent (no threads, no torch) and imports
-only this module, then whatever its jobs need. It ignores SIGINT and SIGTERM: the service drains
-first and then closes the socket, which ends it (as does the parent's death).
+only this module, then whatever its jobs need. It runs at the niceness its parent gives it
+(HOST_NICE). It ignores SIGINT and SIGTERM: the service drains first and then closes the socket,
+which ends it (as does the parent's death).
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ def serve(conn: Connection) -> None:
                        traceback.format_exc()))
 
 
-def main(fd: int) -> None:
+def main(fd: int, nice: int = 0) -> None:
+    if nice:
+        os.nice(nice)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     serve(Connection(fd))

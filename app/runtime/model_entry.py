@@ -1,10 +1,12 @@
-"""One served model: its spec turned into replicas on a device, a worker per replica, and the
-batcher in front of them, behind one narrow interface: `submit(work, rows, deadline)`."""
+"""One served model: its spec turned into replicas on a device, workers that own them (a replica
+each, or several as lanes a batch is split across), and the batcher in front of them, behind one
+narrow interface: `submit(work, rows, deadline)`."""
 
 from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -21,8 +23,8 @@ from app.kinds import InputKind
 from app.metrics import Metrics
 from app.runtime.batcher import Batcher, Completed, Limits
 from app.runtime.heap import trim_after
-from app.runtime.pool import RowBudget, Worker
-from app.runtime.threads import CpuThreads, cpu_replicas
+from app.runtime.pool import Lanes, RowBudget, Worker
+from app.runtime.threads import CpuThreads, cpu_lanes
 from app.schemas import MethodInfo, ModelInfo
 
 logger = logging.getLogger(__name__)
@@ -107,28 +109,23 @@ def _chunk_rows(settings: Settings, model: LoadedModel, max_rows: int) -> int:
     return rows
 
 
-def _worker(name: str, replica: LoadedModel, budget: RowBudget, threads: CpuThreads | None) -> Worker[Work, Result]:
+def _lane(replica: LoadedModel, budget: RowBudget) -> Callable[[list[Work]], list[Any]]:
     def compute(work: list[Work]) -> list[Any]:
         try:
             return list(budget.run(lambda rows: run_batch(replica, work, rows)))
         finally:  # large chunks' activations go back to the system, not to the heap's free lists
             trim_after(budget.rows * replica.facts.bytes_per_row)
 
-    def run(work: list[Work]) -> list[Any]:
-        if threads is None:
-            return compute(work)
-        with threads.batch(len(work), sum(work_rows(w) for w in work)):
-            return compute(work)
-
-    return Worker(name, run)
+    return compute
 
 
-def _replica_count(settings: Settings, first: LoadedModel) -> int:
-    """WORKERS_PER_DEVICE where set; else one on a GPU, and on a CPU by the size of the model's
-    rows (app/runtime/threads.py)."""
+def _layout(settings: Settings, first: LoadedModel) -> tuple[int, int]:
+    """Workers, and lanes per worker: WORKERS_PER_DEVICE workers of one lane where it is set;
+    else one worker, of one lane on a GPU and on a CPU by the size of the model's rows
+    (app/runtime/threads.py)."""
     if settings.workers_per_device:
-        return settings.workers_per_device
-    return cpu_replicas(first.facts.flops_per_row) if first.device.type == "cpu" else 1
+        return settings.workers_per_device, 1
+    return 1, cpu_lanes(first.facts.flops_per_row) if first.device.type == "cpu" else 1
 
 
 def build_entry(spec: ModelSpec, settings: Settings, metrics: Metrics) -> ModelEntry:
@@ -137,17 +134,20 @@ def build_entry(spec: ModelSpec, settings: Settings, metrics: Metrics) -> ModelE
     first = load_model(spec, device)
     methods, default = _checked_methods(spec, first.facts)
     # Copies, not rebuilds: a model without weights (random init) serves one function everywhere.
-    count = _replica_count(settings, first)
-    replicas = [first] + [replace(first, module=copy.deepcopy(first.module)) for _ in range(count - 1)]
-    if count > 1:
-        logger.info("model %s: %d replicas on %s", spec.name, count, device)
+    count, lanes = _layout(settings, first)
+    replicas = [first] + [replace(first, module=copy.deepcopy(first.module)) for _ in range(count * lanes - 1)]
+    if len(replicas) > 1:
+        logger.info("model %s: %d workers of %d lanes on %s", spec.name, count, lanes, device)
     max_rows = spec.max_batch_rows or settings.max_batch_rows
     chunk_rows = _chunk_rows(settings, first, max_rows)
-    flops = first.facts.flops_per_row
-    share = CpuThreads.share_for(count, flops) if device.type == "cpu" else None
-    workers = [_worker(f"{spec.name}-{i}", replica, RowBudget(spec.name, chunk_rows),
-                       CpuThreads.for_replicas(count, flops, share=share) if device.type == "cpu" else None)
-               for i, replica in enumerate(replicas)]
+    workers = []
+    for i in range(count):
+        name = f"{spec.name}-{i}"
+        policy = (CpuThreads.for_worker(count, lanes, first.facts.flops_per_row)
+                  if device.type == "cpu" else None)
+        own = Lanes(name, [_lane(r, RowBudget(spec.name, chunk_rows)) for r in replicas[i * lanes:(i + 1) * lanes]],
+                    policy, work_rows)
+        workers.append(Worker(name, own.run, own))
     limits = Limits(max_items=spec.max_batch_size or settings.max_batch_size, max_rows=max_rows,
                     max_delay_s=settings.max_batch_delay_ms / 1000.0, max_queue_rows=settings.max_queue)
     batcher: Batcher[Work] = Batcher(spec.name, [w.handle for w in workers], limits, metrics)

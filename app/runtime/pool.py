@@ -1,21 +1,24 @@
-"""Worker threads that own model replicas: one thread per replica, so hooks on a replica's
-modules are only ever touched by one thread. Failed batches are split: out-of-memory halves
-the batch down to single items; any other error is retried item by item, so one bad input
-fails only its own request."""
+"""Worker threads that own model replicas: a worker takes one batch at a time, computed on its
+replica or split across its lanes (a replica and a thread each), so hooks on a replica's modules
+are only ever touched by one thread. Failed batches are split: out-of-memory halves the batch
+down to single items; any other error is retried item by item, so one bad input fails only its
+own request."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Generic, TypeVar
 
 import torch
 
 from app.errors import InternalError, PayloadTooLarge, ServiceError
-from app.inference.interrupt import Interrupted, StopReason, watching
+from app.inference.interrupt import Interrupted, StopReason, current, watching
 from app.inference.memory import is_out_of_memory
+from app.runtime.threads import CpuThreads, LaneThreads, Plan
 
 logger = logging.getLogger(__name__)
 
@@ -89,12 +92,77 @@ class RowBudget:
                 logger.warning("model %s: out of memory; chunks are now %d work rows", self.model, self.rows)
 
 
+def split_by_rows(work: list[W], rows: Sequence[int], parts: int) -> list[list[W]]:
+    """`work` in at most `parts` consecutive pieces of about equal work rows, none empty."""
+    if parts <= 1 or len(work) <= 1:
+        return [work]
+    total = sum(rows)
+    pieces: list[list[W]] = []
+    start = done = 0
+    for index, count in enumerate(rows):
+        done += count
+        left_items, left_pieces = len(work) - index - 1, parts - len(pieces) - 1
+        if left_pieces > 0 and (done * parts >= total * (len(pieces) + 1) or left_items == left_pieces):
+            pieces.append(work[start:index + 1])
+            start = index + 1
+    pieces.append(work[start:])
+    return [piece for piece in pieces if piece]
+
+
+class Lanes(Generic[W, R]):
+    """A worker's replicas as lanes: a batch is split by items (`CpuThreads.plan`) and each piece
+    computed on its own thread with its own replica, the first on the worker's thread. Every lane
+    has finished before the batch returns, so a replica is never used by two batches at once;
+    checkpoints on the lanes' threads watch what the worker's do."""
+
+    def __init__(self, name: str, lanes: Sequence[Callable[[list[W]], Sequence[R]]],
+                 policy: CpuThreads | None, rows_of: Callable[[W], int]):
+        self._lanes = list(lanes)
+        self._policy = policy
+        self._rows_of = rows_of
+        self._pool = (ThreadPoolExecutor(len(lanes) - 1, thread_name_prefix=f"worker-{name}-lane")
+                      if len(lanes) > 1 else None)
+        self._threads = threading.local()
+
+    def _on_lane(self, lane: int, work: list[W], threads: int, reason: StopReason | None) -> list[R]:
+        if self._policy is not None:
+            if not hasattr(self._threads, "count"):
+                self._threads.count = LaneThreads()
+            self._threads.count.set(threads)
+        if reason is None:
+            return list(self._lanes[lane](work))
+        with watching(reason):
+            return list(self._lanes[lane](work))
+
+    def run(self, work: list[W]) -> list[R]:
+        rows = [self._rows_of(w) for w in work]
+        plan = self._policy.plan(len(work), sum(rows)) if self._policy is not None else Plan(1, 0)
+        pieces = split_by_rows(work, rows, min(plan.lanes, len(self._lanes)))
+        if len(pieces) == 1 or self._pool is None:
+            return self._on_lane(0, work, plan.threads, None)
+        reason = current()
+        others = [self._pool.submit(self._on_lane, lane, piece, plan.threads, reason)
+                  for lane, piece in enumerate(pieces[1:], start=1)]
+        try:
+            results = self._on_lane(0, pieces[0], plan.threads, None)
+        finally:
+            wait(others)
+        return results + [r for future in others for r in future.result()]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 class Worker(Generic[W, R]):
     """One thread and the replica it owns; `handle` is a batcher handler."""
 
-    def __init__(self, name: str, run: Callable[[list[W]], Sequence[R | ServiceError]]):
+    def __init__(self, name: str, run: Callable[[list[W]], Sequence[R | ServiceError]],
+                 lanes: Lanes[W, R] | None = None):
         self.name = name
         self._run = run
+        self._lanes = lanes
+        """Closed with the worker, where `run` is theirs."""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"worker-{name}")
 
     def _compute(self, work: list[W], stop: StopReason) -> list[R | ServiceError]:
@@ -107,3 +175,5 @@ class Worker(Generic[W, R]):
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._lanes is not None:
+            self._lanes.close()

@@ -45,8 +45,9 @@ ATTEMPTS = 2
 PIPELINE = 4
 """Most jobs sent to one worker ahead of its replies."""
 _BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv[2]); "
-         "from app.runtime.host_worker import main; main(int(sys.argv[1]))")
-"""A worker's command line: this process's import path, then the worker's loop on its socket."""
+         "from app.runtime.host_worker import main; main(int(sys.argv[1]), int(sys.argv[3]))")
+"""A worker's command line: this process's import path, then the worker's loop on its socket
+(at its niceness)."""
 
 
 def _reap(process: subprocess.Popen[bytes], wait_s: float) -> int:
@@ -85,11 +86,13 @@ class _Worker:
 
 
 class ProcessPool:
-    """`size` worker processes, each importing `modules` before its first job."""
+    """`size` worker processes, each importing `modules` before its first job, `nice` levels
+    below this process's priority."""
 
-    def __init__(self, size: int, modules: Sequence[str]):
+    def __init__(self, size: int, modules: Sequence[str], nice: int = 0):
         self.size = size
         self.modules = list(modules)
+        self.nice = nice
         self._workers: list[_Worker] = []
         self._ready: list[_Worker] = []
         """Workers that have imported the job modules: the ones jobs go to."""
@@ -111,8 +114,8 @@ class ProcessPool:
             return
         ours, theirs = socket.socketpair()
         try:
-            process = subprocess.Popen([sys.executable, "-c", _BOOT, str(theirs.fileno()), json.dumps(sys.path)],
-                                       pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+            process = subprocess.Popen([sys.executable, "-c", _BOOT, str(theirs.fileno()), json.dumps(sys.path),
+                                        str(self.nice)], pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
         except BaseException:
             ours.close()
             raise

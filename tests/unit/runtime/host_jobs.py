@@ -40,3 +40,7 @@ def hold(folder: str, value: object) -> object:
     while not Path(folder, "go").exists():
         time.sleep(0.01)
     return value
+
+
+def niceness() -> int:
+    return os.nice(0)

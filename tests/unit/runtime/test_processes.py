@@ -57,6 +57,20 @@ def test_workers_never_import_torch() -> None:
     with_pool(test)
 
 
+def test_workers_run_at_the_niceness_they_are_given() -> None:
+    async def body() -> tuple[list[int], int]:
+        pool = ProcessPool(2, MODULES, nice=7)
+        await pool.start()
+        try:
+            return list(await asyncio.gather(*(pool.run(host_jobs.niceness) for _ in range(4)))), os.nice(0)
+        finally:
+            pool.close(5.0)
+
+    levels, ours = asyncio.run(body())
+    assert levels == [min(19, ours + 7)] * 4  # below this process's priority, which stays as it was
+    assert HostPool(make_settings()).processes.nice == 10  # type: ignore[union-attr]
+
+
 def test_errors_come_back_as_raised() -> None:
     async def test(pool: ProcessPool) -> None:
         with pytest.raises(InvalidInput) as refused:

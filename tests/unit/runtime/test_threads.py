@@ -1,21 +1,23 @@
-"""The CPU thread policy (app/runtime/threads.py): every core for a batch of heavy items, one core
-spare for light items (a lone one too), the cores shared between replicas; the work rows it weighs."""
+"""The CPU thread policy (app/runtime/threads.py): light items on one lane with a core spare (a lone
+one too), heavy ones split across a lane per core, a lone heavy item on every core only for a large
+network, the cores shared between workers; the work rows it weighs."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from app.inference.engine import ExplainWork, PredictWork, work_rows
 from app.inference.methods import METHODS
 from app.inference.params import resolve_params
-from app.runtime.threads import HEAVY_ITEM_FLOPS, CpuThreads, shares
+from app.runtime import threads
+from app.runtime.threads import HEAVY_ITEM_FLOPS, CpuThreads, Plan, cpu_lanes, shares
 
 MLP_FLOPS = 2 * (30 * 64 + 64 * 32 + 32 * 2)
 """breast-cancer's MLP 30-64-32-2: two floating-point operations per multiply-add."""
 SHAPES_FLOPS = 24_510_976
 """The shapes CNN at 128 x 128, as FlopCounterMode counts it."""
+RESNET18_FLOPS = 3_628_146_688
 
 
 @pytest.mark.parametrize(("cores", "replicas", "expected"), [
@@ -25,54 +27,57 @@ def test_cores_are_shared_between_replicas(cores: int, replicas: int, expected: 
     assert shares(cores, replicas) == expected
 
 
-def test_one_core_or_an_operator_limit_means_no_policy() -> None:
-    assert CpuThreads.for_replicas(1, MLP_FLOPS, cores=1) is None
-    assert CpuThreads.for_replicas(1, MLP_FLOPS, cores=torch.get_num_threads() + 1) is None
+def test_one_core_or_an_operator_limit_means_no_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert CpuThreads.for_worker(1, 1, MLP_FLOPS, cores=1) is None
+    assert cpu_lanes(SHAPES_FLOPS, cores=1) == 1
+    monkeypatch.setattr(threads, "_STARTING_THREADS", 1)  # OMP_NUM_THREADS=1 before torch loaded
+    assert CpuThreads.for_worker(1, 1, MLP_FLOPS, cores=2) is None
+    assert cpu_lanes(SHAPES_FLOPS, cores=2) == 1
 
 
-def test_a_lone_item_takes_every_core_only_if_it_is_heavy() -> None:
-    tabular_ig = CpuThreads(every=8, spare=7, flops_per_row=MLP_FLOPS)
-    assert tabular_ig.threads_for(items=1, rows=34) == 7  # one IG request of 34 rows: 0.27 MFLOP
-    assert tabular_ig.threads_for(items=1, rows=64 * 1000) == 8  # 64 rows at 1000 steps: 500 MFLOP
-    assert CpuThreads(every=8, spare=7, flops_per_row=SHAPES_FLOPS).threads_for(items=1, rows=1) == 8
+def test_lanes_follow_the_size_of_a_row() -> None:
+    assert cpu_lanes(MLP_FLOPS, cores=2) == 1  # requests that are mostly the event loop's work
+    assert cpu_lanes(SHAPES_FLOPS, cores=2) == 2
+    assert cpu_lanes(RESNET18_FLOPS, cores=16) == 16
 
 
 def test_light_items_leave_a_core_for_the_event_loop() -> None:
     tabular_ig = CpuThreads(every=2, spare=1, flops_per_row=MLP_FLOPS)
-    assert tabular_ig.threads_for(items=32, rows=32 * 34) == 1  # 32 IG requests of 34 rows: 0.27 MFLOP each
-    assert tabular_ig.threads_for(items=64, rows=64) == 1  # predictions
+    assert tabular_ig.plan(items=32, rows=32 * 34) == Plan(1, 1)  # 32 IG requests of 34 rows: 0.27 MFLOP each
+    assert tabular_ig.plan(items=64, rows=64) == Plan(1, 1)  # predictions
+    assert tabular_ig.plan(items=1, rows=34) == Plan(1, 1)  # alone too: a team to wake gains it nothing
+    assert tabular_ig.plan(items=1, rows=64 * 1000) == Plan(1, 2)  # 64 rows at 1000 steps: 500 MFLOP
 
 
-def test_heavy_items_take_every_core() -> None:
-    shapes_gradcam = CpuThreads(every=2, spare=1, flops_per_row=SHAPES_FLOPS)
-    assert shapes_gradcam.threads_for(items=64, rows=64) == 2  # one 25 MFLOP row per request
-    shapes_ig = CpuThreads(every=2, spare=1, flops_per_row=SHAPES_FLOPS)
-    assert shapes_ig.threads_for(items=16, rows=16 * 18) == 2  # 18 rows of 25 MFLOP per request
-    resnet = CpuThreads(every=16, spare=15, flops_per_row=3_628_146_688)
-    assert resnet.threads_for(items=8, rows=8) == 16  # resnet18 predictions
+def test_heavy_items_are_split_across_the_lanes_one_thread_each() -> None:
+    shapes = CpuThreads(every=2, spare=1, flops_per_row=SHAPES_FLOPS, lanes=2)
+    assert shapes.plan(items=64, rows=64) == Plan(2, 1)  # GradCAM: one 25 MFLOP row per request
+    assert shapes.plan(items=16, rows=16 * 18) == Plan(2, 1)  # IG: 18 rows per request
+    wide = CpuThreads(every=16, spare=15, flops_per_row=SHAPES_FLOPS, lanes=16)
+    assert wide.plan(items=4, rows=4) == Plan(4, 4)  # fewer items than lanes: the cores shared by those used
+
+
+def test_a_heavy_item_alone_takes_every_core_only_for_a_large_network() -> None:
+    assert CpuThreads(every=2, spare=1, flops_per_row=SHAPES_FLOPS, lanes=2).plan(items=1, rows=18) == Plan(1, 1)
+    assert CpuThreads(every=2, spare=1, flops_per_row=RESNET18_FLOPS, lanes=2).plan(items=1, rows=17) == Plan(1, 2)
+    # Workers of one lane (WORKERS_PER_DEVICE set): heavy batches take their share of the cores.
+    assert CpuThreads(every=4, spare=3, flops_per_row=SHAPES_FLOPS).plan(items=1, rows=1) == Plan(1, 4)
 
 
 def test_the_threshold_is_per_item_not_per_batch() -> None:
     per_row = HEAVY_ITEM_FLOPS // 10
     threads = CpuThreads(every=4, spare=3, flops_per_row=per_row)
-    assert threads.threads_for(items=64, rows=64 * 9) == 3  # a big batch of light items
-    assert threads.threads_for(items=2, rows=2 * 10) == 4  # a small batch of heavy ones
+    assert threads.plan(items=64, rows=64 * 9) == Plan(1, 3)  # a big batch of light items
+    assert threads.plan(items=2, rows=2 * 10) == Plan(1, 4)  # a small batch of heavy ones
 
 
 def test_uncounted_flops_count_as_light() -> None:
-    assert CpuThreads(every=2, spare=1, flops_per_row=0).threads_for(items=4, rows=400) == 1
+    assert CpuThreads(every=2, spare=1, flops_per_row=0, lanes=2).plan(items=4, rows=400) == Plan(1, 1)
 
 
-def test_a_batch_sets_the_threads_of_the_calling_thread() -> None:
-    before = torch.get_num_threads()
-    try:
-        threads = CpuThreads(every=2, spare=1, flops_per_row=HEAVY_ITEM_FLOPS // 4)
-        with threads.batch(items=8, rows=8):
-            assert torch.get_num_threads() == 1
-        with threads.batch(items=1, rows=4):
-            assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
+def test_workers_share_the_cores() -> None:
+    policy = CpuThreads.for_worker(4, 1, SHAPES_FLOPS, cores=16)
+    assert policy is not None and (policy.every, policy.spare, policy.lanes) == (4, 3, 1)
 
 
 def test_work_rows_are_instances_times_the_methods_passes() -> None:
@@ -80,38 +85,3 @@ def test_work_rows_are_instances_times_the_methods_passes() -> None:
     assert work_rows(PredictWork(x)) == 3
     params = resolve_params(METHODS["integrated_gradients"].params, {}, {"n_steps": 16})
     assert work_rows(ExplainWork(x, (None,) * 3, "integrated_gradients", params)) == 3 * (16 + 2)
-
-
-def test_replicas_follow_the_size_of_a_row() -> None:
-    from app.runtime.threads import cpu_replicas
-
-    assert cpu_replicas(MLP_FLOPS, cores=2) == 1  # requests that are mostly the event loop's work
-    assert cpu_replicas(SHAPES_FLOPS, cores=2) == 2  # a batch per core, one thread each
-    assert cpu_replicas(3_628_146_688, cores=2) == 2  # resnet18: two replicas sharing the cores
-    assert cpu_replicas(SHAPES_FLOPS, cores=1) == 1
-    assert cpu_replicas(SHAPES_FLOPS, cores=torch.get_num_threads() + 1) == 1  # the operator's OMP_NUM_THREADS
-
-
-def test_a_mid_sized_model_runs_one_thread_per_replica() -> None:
-    threads = CpuThreads.for_replicas(2, SHAPES_FLOPS, cores=2, share=CpuThreads.share_for(2, SHAPES_FLOPS, cores=2))
-    assert threads is not None and threads.share is None
-    with threads.batch(items=32, rows=32) as count:
-        assert count == 1
-
-
-def test_a_large_models_replicas_share_the_cores_they_compute_on() -> None:
-    resnet = 3_628_146_688
-    share = CpuThreads.share_for(2, resnet, cores=2)
-    assert share is not None
-    first, second = (CpuThreads.for_replicas(2, resnet, cores=2, share=share) for _ in range(2))
-    assert first is not None and second is not None
-    before = torch.get_num_threads()
-    try:
-        with first.batch(items=1, rows=17) as alone:
-            assert alone == 2  # every core while the other replica is idle
-            with second.batch(items=8, rows=8) as beside:
-                assert beside == 1  # both computing: one each
-        with second.batch(items=8, rows=8) as again:
-            assert again == 2
-    finally:
-        torch.set_num_threads(before)
