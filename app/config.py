@@ -21,8 +21,8 @@ class Settings(BaseSettings):
     device: str = "auto"
     """`auto` (first CUDA device when present, else cpu), `cpu`, `cuda` or `cuda:N`."""
     workers_per_device: int = Field(0, ge=0, le=16)
-    """Replicas (and worker threads) per model and device; 0: one on a GPU, and on a CPU by the
-    size of the model's rows (app/runtime/threads.py)."""
+    """Workers (each with its replica) per model and device; 0: one, and on a CPU its batches are
+    split across lanes by the size of the model's rows (app/runtime/threads.py)."""
 
     max_batch_size: int = Field(64, ge=1)
     """Most requests (work items) in one batch."""
