@@ -67,6 +67,11 @@ def trim() -> bool:
     return bool(_MALLOC_TRIM(0))
 
 
+def worth_trimming(held_bytes: int) -> bool:
+    """Whether work that held `held_bytes` was large enough for a trim after it."""
+    return held_bytes > LARGE_BYTES
+
+
 def trim_after(held_bytes: int) -> bool:
     """`trim()` when work that held `held_bytes` was large enough to be worth it."""
-    return held_bytes > LARGE_BYTES and trim()
+    return worth_trimming(held_bytes) and trim()

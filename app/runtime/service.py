@@ -24,7 +24,7 @@ from app.inference.engine import ExplainResult, ExplainWork, PredictResult, Pred
 from app.kinds import ExplainOptions, RequestLimits, checked_format, checked_outputs
 from app.metrics import Metrics
 from app.runtime import answers
-from app.runtime.heap import trim_after
+from app.runtime.heap import trim_after, worth_trimming
 from app.runtime.host import HostPool
 from app.runtime.model_entry import ModelEntry
 from app.runtime.registry import Registry
@@ -75,6 +75,12 @@ class Service:
             raise PayloadTooLarge(f"{what} costs {rows} work rows (instances x passes), over {name}={limit}: send "
                                   "fewer instances or lighter parameters")
 
+    async def _trim_after(self, held: int) -> None:
+        """Where the request's images held more than LARGE_BYTES, a trim in the host work pool (a
+        hop to another process only then: most requests hold far less)."""
+        if worth_trimming(held):
+            await self.host.run(trim_after, held)
+
     async def scores(self, entry: ModelEntry, deadline: float, route: str, instances: Sequence[Any] = (),
                      files: Sequence[bytes] = (), pixels: Sequence[NDArray[np.uint8]] = ()) -> NDArray[np.float32]:
         """Per instance, the class probabilities in label order (or the regression value), unrounded."""
@@ -84,7 +90,7 @@ class Service:
         decoded = await entry.kind.decode(entry.spec, instances, files, self.limits, self.host, None, pixels)
         array, held = decoded.array, decoded.held_bytes
         del decoded
-        await self.host.run(trim_after, held)
+        await self._trim_after(held)
         done = await entry.submit(PredictWork(array, request_id_var.get()), count, deadline)
         result: PredictResult = done.value
         self.metrics.latency.labels(route, entry.spec.name, "queue").observe(done.queue_s)
@@ -147,5 +153,5 @@ class Service:
                                    explanations=explanations, timings_ms=timings)
         held = decoded.held_bytes
         del decoded, parts[1:]  # the images are no longer needed: let a trim return their memory
-        await self.host.run(trim_after, held)
+        await self._trim_after(held)
         return ExplainAnswer(response, parts[0].png if want_png and parts else None)

@@ -88,3 +88,28 @@ def _images() -> list[Any]:
 def test_start_up_objects_are_frozen(live: LiveServer) -> None:
     assert gc.get_freeze_count() > 10_000  # modules, models, torch's Python objects
 
+
+
+def test_a_small_request_sends_no_job_to_the_host_work_pool_but_its_own(live: LiveServer,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # A trim after a request is a hop to another process: only for requests whose images held
+    # over LARGE_BYTES (app/runtime/heap.py); a tabular request's rows need no hop at all.
+    pool = live.service.host.processes
+    assert pool is not None
+    sent: list[str] = []
+    run = pool.run
+
+    async def recording(fn: Any, *args: Any) -> Any:
+        sent.append(fn.__name__)
+        return await run(fn, *args)
+
+    monkeypatch.setattr(pool, "run", recording)
+    with httpx.Client(base_url=live.url, timeout=120) as client:
+        rows = {"instances": [[14.0] * 30], "method": "integrated_gradients", "params": {"n_steps": 8}}
+        assert client.post("/v1/models/breast-cancer/explain", json=rows).status_code == 200
+        assert client.post("/v1/models/breast-cancer/predict", json={"instances": [[14.0] * 30]}).status_code == 200
+    assert sent == []
+    from PIL import Image
+
+    _explain(live.url, {"instances": [{"b64": png_b64(Image.open(EXAMPLES / "circle.png"))}], "method": "gradcam"})
+    assert sent == ["_decode_one", "_render"]
