@@ -152,7 +152,7 @@ def create_app(catalog: Path, device: str, only: list[str] | None = None, serial
         for spec in load_catalog(catalog):
             if only is None or spec.name in only:
                 if model_as == "tutorial":
-                    spec = spec.model_copy(update={"memory_format": "contiguous"})
+                    spec = spec.model_copy(update={"memory_format": "contiguous", "fold_batchnorm": False})
                 MODELS[spec.name] = load_model(spec, resolve_device(device))
         yield
         MODELS.clear()

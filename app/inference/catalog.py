@@ -80,6 +80,9 @@ class ModelSpec(_Strict):
     device: str | None = None
     precision: Precision = "fp32"
     compile: bool = False
+    fold_batchnorm: bool = True
+    """Eval-mode BatchNorm2d layers folded into the Conv2d before them at load (app/inference/
+    folding.py): the same function in fewer passes."""
     memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
     """The layout of an image model's weights and activations: `auto` is channels_last for a
     convolutional net (Conv2d modules) on the CPU, where oneDNN's kernels run 1.4-4x faster in it

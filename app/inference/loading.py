@@ -21,52 +21,11 @@ from torch import nn
 from app.errors import CatalogError, InvalidInput
 from app.inference.catalog import ModelSpec
 from app.inference.facts import PROBE_ROWS, ModelFacts, probe
+from app.inference.served import Standardized, folded, memory_format_for
 
 logger = logging.getLogger(__name__)
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-class _Laid(torch.autograd.Function):
-    """`x` in `memory_format`; its gradient back in the layout of `x` (contiguous), as attribution
-    code and numpy expect it."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
-        return x.contiguous(memory_format=memory_format)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return grad.contiguous(), None
-
-
-class Standardized(nn.Module):
-    """`net((x - mean) / std)` in the net's precision and memory format, returning float32 outputs.
-    What is attributed (x, and its gradient) stays contiguous."""
-
-    def __init__(self, net: nn.Module, mean: torch.Tensor, std: torch.Tensor, dtype: torch.dtype,
-                 memory_format: torch.memory_format = torch.contiguous_format):
-        super().__init__()
-        self.net = net
-        self.mean: torch.Tensor
-        self.std: torch.Tensor
-        self.register_buffer("mean", mean)
-        self.register_buffer("std", std)
-        self.dtype = dtype
-        self.memory_format = memory_format
-        self.training = False  # nn.Module starts in training mode; this one is served in eval mode
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = ((x - self.mean) / self.std).to(self.dtype)
-        if self.memory_format is not torch.contiguous_format:
-            z = _Laid.apply(z, self.memory_format)
-        out = self.net(z)
-        return out.float()
-
-    def train(self, mode: bool = True) -> Standardized:
-        # Exported programs refuse train()/eval(); the served module is always in eval mode.
-        self.training = False
-        return self
 
 
 @dataclass
@@ -227,19 +186,6 @@ def _check_widths(spec: ModelSpec, module: Standardized, device: torch.device) -
     return width
 
 
-def memory_format_for(spec: ModelSpec, net: nn.Module, device: torch.device) -> torch.memory_format:
-    """The catalog's `memory_format`; `auto`: channels_last for a net with 2-D convolutions of
-    images on the CPU (not measured on GPUs: contiguous there)."""
-    if spec.memory_format == "auto":
-        convolutional = any(isinstance(m, nn.Conv2d) for m in net.modules())
-        wanted = device.type == "cpu" and len(spec.input_shape) == 3 and convolutional
-    else:
-        wanted = spec.memory_format == "channels_last"
-        if wanted and len(spec.input_shape) != 3:
-            raise _fail(spec, "memory_format", "channels_last is for image models (C x H x W inputs)")
-    return torch.channels_last if wanted else torch.contiguous_format
-
-
 def load_model(spec: ModelSpec, device: torch.device) -> LoadedModel:
     """Build, move to `device` in its precision and memory format, check against the catalog, and
     warm up (forward and backward)."""
@@ -250,12 +196,14 @@ def load_model(spec: ModelSpec, device: torch.device) -> LoadedModel:
     for param in net.parameters():
         param.requires_grad_(False)
     output_kind = _infer_output_kind(spec, net)
+    unfolded = folded(spec, net)
     layout = memory_format_for(spec, net, device)
     net = net.to(device=device, dtype=dtype).to(memory_format=layout)
+    unfolded = unfolded.to(device=device, dtype=dtype).to(memory_format=layout)
     if spec.compile:
         net = torch.compile(net)  # type: ignore[assignment]
     mean, std = _normalisation(spec)
-    module = Standardized(net, mean, std, dtype, layout).to(device)
+    module = Standardized(net, mean, std, dtype, layout, unfolded).to(device)
     width = _check_widths(spec, module, device)
     facts = _facts(spec, module, device)
     _warm_up(spec, module, device)

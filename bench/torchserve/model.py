@@ -1,7 +1,7 @@
 """TorchServe's model file for the comparison (packed into the model archive as `model.py`).
 
 torchvision's resnet18 with the catalog's normalisation as its first step, as our service runs
-a catalog model (`app.inference.loading.Standardized`: `net((x - mean) / std)`): the input is
+a catalog model (`app.inference.served.Standardized`: `net((x - mean) / std)`): the input is
 the image's pixels in [0, 1], so integrated gradients' zero baseline is a black image in both
 servers. Its state dict has resnet18's own keys (the normalisation constants are not saved), so
 the one seeded initialisation serves both. TorchServe's loader wants exactly one class here.

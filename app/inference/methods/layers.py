@@ -39,14 +39,15 @@ def _check(facts: ModelFacts, prm: GradCamParams) -> None:
 
 def _gradcam(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor,
              prm: GradCamParams, max_rows: int) -> Attribution:
-    cam = LayerGradCam(forward, forward.module.get_submodule(_layer_of(forward.model.facts, prm)))
     size = tuple(x.shape[-2:])
+    with forward.module.layer(_layer_of(forward.model.facts, prm)) as layer:  # a folded conv as it was
+        cam = LayerGradCam(forward, layer)
 
-    def run(xs: torch.Tensor, ts: torch.Tensor) -> Attribution:
-        maps = cam.attribute(xs, additional_forward_args=(ts,), relu_attributions=True)
-        return LayerAttribution.interpolate(maps, size, "bilinear"), None
+        def run(xs: torch.Tensor, ts: torch.Tensor) -> Attribution:
+            maps = cam.attribute(xs, additional_forward_args=(ts,), relu_attributions=True)
+            return LayerAttribution.interpolate(maps, size, "bilinear"), None
 
-    return in_chunks(run, x, targets, max_rows)
+        return in_chunks(run, x, targets, max_rows)
 
 
 GRADCAM = Method("gradcam", frozenset({"image"}), GradCamParams, _gradcam, passes=lambda prm, shape: 1,

@@ -225,8 +225,10 @@ def reference(model: LoadedModel, method: str, prm: Any, x: torch.Tensor,
             x, nt_type="smoothgrad", nt_samples=prm.n_samples, stdevs=prm.stdevs, target=t, abs=False)
         return attr, None
     if method == "gradcam":
-        layer = model.module.get_submodule(f"net.{prm.layer}" if prm.layer else last_conv(model))
-        cam = LayerGradCam(f, layer).attribute(x, target=t, relu_attributions=True)
+        # A conv folded with its BatchNorm at load is swapped back for the call, as the engine does
+        # (test_folding.py holds the swapped module to the unfolded net).
+        with model.module.layer(f"net.{prm.layer}" if prm.layer else last_conv(model)) as layer:
+            cam = LayerGradCam(f, layer).attribute(x, target=t, relu_attributions=True)
         return LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), "bilinear"), None
     if method == "occlusion":
         c = x.shape[1]

@@ -20,7 +20,8 @@ from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Sal
 
 from app.errors import CatalogError
 from app.inference.catalog import ModelSpec, load_catalog
-from app.inference.loading import LoadedModel, load_model, memory_format_for
+from app.inference.loading import LoadedModel, load_model
+from app.inference.served import memory_format_for
 from models.shapes import generate
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -39,7 +40,7 @@ def served() -> LoadedModel:
 
 @pytest.fixture(scope="module")
 def contiguous() -> LoadedModel:
-    return load_model(_spec("shapes", memory_format="contiguous"), CPU)
+    return load_model(_spec("shapes", memory_format="contiguous", fold_batchnorm=False), CPU)
 
 
 def _images(n: int) -> torch.Tensor:

@@ -1,0 +1,96 @@
+"""The served module: the user's net inside the catalog's normalisation, in its precision and memory
+format, with the BatchNorm layers folded at load kept aside (app/inference/folding.py)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from app.errors import CatalogError
+from app.inference.catalog import ModelSpec
+from app.inference.facts import NET_PREFIX
+from app.inference.folding import Unfolded, fold_batchnorms
+
+logger = logging.getLogger(__name__)
+
+
+class _Laid(torch.autograd.Function):
+    """`x` in `memory_format`; its gradient back in the layout of `x` (contiguous), as attribution
+    code and numpy expect it."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
+        return x.contiguous(memory_format=memory_format)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad.contiguous(), None
+
+
+class Standardized(nn.Module):
+    """`net((x - mean) / std)` in the net's precision and memory format, returning float32 outputs.
+    What is attributed (x, and its gradient) stays contiguous."""
+
+    def __init__(self, net: nn.Module, mean: torch.Tensor, std: torch.Tensor, dtype: torch.dtype,
+                 memory_format: torch.memory_format = torch.contiguous_format, unfolded: Unfolded | None = None):
+        super().__init__()
+        self.net = net
+        self.unfolded = unfolded if unfolded is not None else Unfolded({})
+        """The convs folded with their BatchNorm at load, as they were (app/inference/folding.py)."""
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+        self.dtype = dtype
+        self.memory_format = memory_format
+        self.training = False  # nn.Module starts in training mode; this one is served in eval mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = ((x - self.mean) / self.std).to(self.dtype)
+        if self.memory_format is not torch.contiguous_format:
+            z = _Laid.apply(z, self.memory_format)
+        out = self.net(z)
+        return out.float()
+
+    @contextmanager
+    def layer(self, path: str) -> Iterator[nn.Module]:
+        """For a layer method's batch: the module at `path` (relative to this module: `net.layer4`),
+        a folded conv swapped back to its original, with its BatchNorm, meanwhile."""
+        with self.unfolded.swapped(self.net, path.removeprefix(NET_PREFIX)):
+            yield self.get_submodule(path)
+
+    def train(self, mode: bool = True) -> Standardized:
+        # Exported programs refuse train()/eval(); the served module is always in eval mode.
+        self.training = False
+        return self
+
+
+def memory_format_for(spec: ModelSpec, net: nn.Module, device: torch.device) -> torch.memory_format:
+    """The catalog's `memory_format`; `auto`: channels_last for a net with 2-D convolutions of
+    images on the CPU (not measured on GPUs: contiguous there)."""
+    if spec.memory_format == "auto":
+        convolutional = any(isinstance(m, nn.Conv2d) for m in net.modules())
+        wanted = device.type == "cpu" and len(spec.input_shape) == 3 and convolutional
+    else:
+        wanted = spec.memory_format == "channels_last"
+        if wanted and len(spec.input_shape) != 3:
+            raise CatalogError(f"catalog entry '{spec.name}': memory_format: channels_last is for image models "
+                               "(C x H x W inputs)")
+    return torch.channels_last if wanted else torch.contiguous_format
+
+
+def folded(spec: ModelSpec, net: nn.Module) -> Unfolded:
+    """BatchNorms folded into their convs (catalog `fold_batchnorm`); exported programs and
+    TorchScript archives are served as they are."""
+    if not spec.fold_batchnorm or spec.format not in ("state_dict", "torchvision"):
+        return Unfolded({})
+    unfolded = fold_batchnorms(net)
+    if unfolded.norm_paths:
+        logger.info("model %s: %d BatchNorm layers folded into their convolutions", spec.name,
+                    len(unfolded.norm_paths))
+    return unfolded
