@@ -28,9 +28,10 @@ class Settings(BaseSettings):
     """Most requests (work items) in one batch."""
     max_batch_rows: int = Field(4096, ge=1)
     """Most work rows (instances x passes) in one batch; larger items run alone, chunked by Captum."""
-    cpu_chunk_mb: int = Field(32, ge=0)
+    cpu_chunk_mb: int = Field(8, ge=0)
     """CPU models: fewer rows per Captum chunk than MAX_BATCH_ROWS, so that a chunk's largest
-    activation stays below this many MiB (glibc's largest mmap threshold); 0: no cap."""
+    activation stays below this many MiB (but at least 8 rows within 4x that; app/inference/
+    chunking.py); 0: no cap."""
     max_batch_delay_ms: float = Field(0.0, ge=0.0, le=1000.0)
     """How long a worker waits for more work before running a batch that is not full."""
     max_queue: int = Field(65536, ge=1)
@@ -69,10 +70,10 @@ class Settings(BaseSettings):
     """glibc keeps freed blocks of up to 32 MiB for reuse instead of returning them to the kernel
     at once, so a batch's tensors do not fault their pages in again (app/runtime/heap.py);
     resident memory stays near its peak, and work over 64 MiB is still followed by a trim."""
-    host_nice: int = Field(10, ge=0, le=19)
+    host_nice: int = Field(0, ge=0, le=19)
     """How much lower the host work processes' priority is than the service's (Unix niceness):
-    when the cores are contended, the event loop and the model workers, whose work every request
-    waits on in turn, run first."""
+    above 0, when the cores are contended, the event loop and the model workers run first (at the
+    cost of smaller batches: bench/results/history.md)."""
     host_mode: Literal["auto", "process", "thread"] = "auto"
     """Where that host work runs: worker processes (off this process's interpreter lock, which the
     event loop and the device workers need), threads of this process, or `auto` (processes)."""

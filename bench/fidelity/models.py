@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from app.config import Settings
 from app.inference.catalog import load_catalog
 from app.inference.chunking import cpu_chunk_rows
 from app.inference.engine import ExplainResult, ExplainWork, run_batch
@@ -26,8 +27,10 @@ def loaded(name: str) -> LoadedModel:
 
 
 def chunk_rows(model: LoadedModel) -> int:
-    """The service's default rows per forward on the CPU (CPU_CHUNK_MB 32, MAX_BATCH_ROWS 4096)."""
-    return cpu_chunk_rows(model.facts.bytes_per_row, 32 << 20, 4096)
+    """The service's default rows per forward on the CPU (CPU_CHUNK_MB, MAX_BATCH_ROWS at their defaults)."""
+    fields = Settings.model_fields
+    return cpu_chunk_rows(model.facts.bytes_per_row, fields["cpu_chunk_mb"].default << 20,
+                          fields["max_batch_rows"].default)
 
 
 def params(model: LoadedModel, method: str, request: dict[str, Any] | None = None) -> MethodParams:

@@ -39,8 +39,12 @@ def test_largest_activation_of_an_mlp(demo: dict[str, LoadedModel]) -> None:
 @pytest.mark.parametrize(("per_row", "limit", "max_rows", "expected"), [
     (3_211_264, 32 * MIB, 4096, 10),  # ResNet-50 at 224x224: conv1 is 64 x 112 x 112 floats
     (262_144, 32 * MIB, 4096, 127),  # strictly below the limit: 128 rows would reach it
+    (262_144, 8 * MIB, 4096, 31),  # the shapes CNN at the default cap
     (262_144, 32 * MIB, 64, 64),  # never more than MAX_BATCH_ROWS
-    (64 * MIB, 32 * MIB, 4096, 1),  # one row over the limit still runs, alone
+    (3_211_264, 8 * MIB, 4096, 8),  # ResNet-50 at the default cap: 2 rows by the cap, 8 by the floor
+    (3_211_264, 8 * MIB, 4, 4),  # ... and never more than MAX_BATCH_ROWS
+    (5 * MIB, 8 * MIB, 4096, 6),  # the floor within 4x the cap: 6 rows of 5 MiB, not 8
+    (64 * MIB, 32 * MIB, 4096, 1),  # one row over the limit (and its 4x) still runs, alone
     (3_211_264, 0, 4096, 4096),  # no cap
 ])
 def test_cpu_chunk_rows(per_row: int, limit: int, max_rows: int, expected: int) -> None:

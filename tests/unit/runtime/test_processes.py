@@ -68,7 +68,8 @@ def test_workers_run_at_the_niceness_they_are_given() -> None:
 
     levels, ours = asyncio.run(body())
     assert levels == [min(19, ours + 7)] * 4  # below this process's priority, which stays as it was
-    assert HostPool(make_settings()).processes.nice == 10  # type: ignore[union-attr]
+    assert HostPool(make_settings()).processes.nice == 0  # type: ignore[union-attr]  # the default
+    assert HostPool(make_settings(host_nice=4)).processes.nice == 4  # type: ignore[union-attr]
 
 
 def test_errors_come_back_as_raised() -> None:
