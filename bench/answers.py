@@ -12,7 +12,21 @@ import numpy as np
 from bench.scenarios import Scenario
 from bench.servers import Server
 
-__all__ = ["compare_outputs"]
+__all__ = ["compare_outputs", "overlays_agree"]
+
+OVERLAY_MAX_STEP = 4
+OVERLAY_MEAN_STEP = 0.1
+"""How far the two overlays may differ, in colour steps of 255: at most OVERLAY_MAX_STEP in any
+channel of any pixel, OVERLAY_MEAN_STEP on average. The servers compute in float32 in different
+orders (ours folds BatchNorm into the convolutions and runs channels-last), which moves a
+pixel-level map by about 1e-3 of its scale (resnet50 IG: 1.6% of the overlay's pixels by up to 3
+steps, a mean of 0.02), where a colour lands on the other side of a rounding; a different map
+moves most pixels by many steps."""
+
+
+def overlays_agree(diff: np.ndarray) -> bool:
+    """Whether the absolute differences `diff` of two overlays' pixels are float rounding."""
+    return bool(diff.size == 0 or (int(diff.max()) <= OVERLAY_MAX_STEP and float(diff.mean()) <= OVERLAY_MEAN_STEP))
 
 
 def _overlay_pixels(uri: str) -> np.ndarray:
@@ -40,6 +54,8 @@ def compare_outputs(scenario: Scenario, ours: Server, naive: Server, body: bytes
         out["overlay_identical_bytes"] = ea["overlay"] == eb["overlay"]
         out["overlay_max_abs_diff"] = int(diff.max()) if diff is not None else None
         out["overlay_pixels_differing"] = float((diff > 0).mean()) if diff is not None else None
+        out["overlay_mean_abs_diff"] = round(float(diff.mean()), 4) if diff is not None else None
+        out["overlays_agree"] = diff is not None and overlays_agree(diff)
     if isinstance(ea.get("attributions"), list) and ea["attributions"] and isinstance(ea["attributions"][0], dict):
         va = np.array([x["attribution"] for x in ea["attributions"]])
         vb = np.array([x["attribution"] for x in eb["attributions"]])
@@ -49,6 +65,6 @@ def compare_outputs(scenario: Scenario, ours: Server, naive: Server, body: bytes
         out["delta_ours"], out["delta_naive"] = ea["convergence_delta"], eb["convergence_delta"]
     attr_tolerance = 1e-3 * max(out.get("attribution_scale", 1.0), 1e-6)
     out["ok"] = bool(out["same_prediction"] and out["same_target"] and out["same_keys"]
-                     and out.get("overlay_max_abs_diff", 0) in (0, 1, 2)
+                     and out.get("overlays_agree", True)
                      and out.get("attribution_max_abs_diff", 0.0) <= attr_tolerance)
     return out

@@ -90,20 +90,29 @@ def answers(server: Server, side: str, bodies: dict[str, dict[str, list[bytes]]]
     return out
 
 
-def agreement(ours: dict[str, Any], theirs: dict[str, Any], tolerance: float = 1e-2) -> dict[str, Any]:
+def agreement(ours: dict[str, Any], theirs: dict[str, Any], tolerance: float = 5e-2,
+              min_correlation: float = 0.9999) -> dict[str, Any]:
     """Same top 5 in the same order, probabilities within 1e-4, attributions within `tolerance` of
-    the largest attribution. Float summation orders differ (batching, chunks), and so do the
-    convolutions: ours run channels-last on the CPU, TorchServe's contiguous, and through the 20
-    layers of a randomly initialised resnet18 that moves integrated gradients' pixels by up to
-    3.1e-3 of the largest (correlation 0.9999998; 1.5e-7 between two contiguous runs)."""
+    the largest attribution and correlated at least `min_correlation` over the pixels. Float
+    summation orders differ (batching, chunks), and so does the network: ours runs channels-last
+    on the CPU with BatchNorm folded into the convolutions (weights rounded to float32 once more),
+    TorchServe contiguous and unfolded. Through the 20 layers of a randomly initialised resnet18,
+    where a ReLU near zero flips on a rounding, integrated gradients' pixels move by up to 1.1e-3
+    of the largest from the layout alone and 3.4e-2 from the folding alone (correlation 0.99999;
+    1.5e-3 with the same weights in float64 arithmetic), on the benchmark's first image; 1.5e-7
+    between two contiguous runs (bench/results/history.md)."""
     same_top5 = [i for i, _ in ours["top5"]] == [i for i, _ in theirs["top5"]]
     prob_diff = max(abs(a - b) for (_, a), (_, b) in zip(ours["top5"], theirs["top5"], strict=True))
     a, b = ours["attributions"], theirs["attributions"]
     scale = float(np.abs(b).max()) if b.size else 0.0
-    diff = float(np.abs(a - b).max()) / max(scale, 1e-12) if a.shape == b.shape else None
+    same_shape = a.shape == b.shape
+    diff = float(np.abs(a - b).max()) / max(scale, 1e-12) if same_shape else None
+    correlation = float(np.corrcoef(a.ravel(), b.ravel())[0, 1]) if same_shape and a.size > 1 else None
     return {"same_top5": same_top5, "top5_max_prob_diff": prob_diff, "attribution_shape": list(a.shape),
-            "attribution_max_rel_diff": diff, "attribution_scale": scale, "tolerance": tolerance,
-            "ok": bool(same_top5 and prob_diff <= 1e-4 and diff is not None and diff <= tolerance)}
+            "attribution_max_rel_diff": diff, "attribution_correlation": correlation, "attribution_scale": scale,
+            "tolerance": tolerance, "min_correlation": min_correlation,
+            "ok": bool(same_top5 and prob_diff <= 1e-4 and diff is not None and diff <= tolerance
+                       and correlation is not None and correlation >= min_correlation)}
 
 
 def _run_cells(server: Server, side: str, bodies: dict[str, dict[str, list[bytes]]], cells: tuple[Cell, ...],

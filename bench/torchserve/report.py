@@ -116,7 +116,8 @@ def render(result: dict[str, Any]) -> str:
                                    groups))],
         "", "## Same answers", "",
         "One image to both before the cells: TorchServe's top 5 classes and probabilities against ours, and its "
-        "attributions (3 x 224 x 224, channels summed) against ours (224 x 224), relative to the largest.", "",
+        "attributions (3 x 224 x 224, channels summed) against ours (224 x 224), relative to the largest, "
+        "and their correlation (bench/torchserve/compare.py: `agreement`).", "",
         *[f"- {name}: {'same' if a['ok'] else 'DIFFERENT'} {json.dumps(a)}"
           for name, a in result["same_answers"].items()],
     ]

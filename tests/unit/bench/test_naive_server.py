@@ -23,6 +23,7 @@ from PIL import Image
 from app.inference.catalog import load_catalog
 from app.inference.loading import load_model
 from bench import naive_server
+from bench.answers import overlays_agree
 from bench.run import SCENARIOS, Server, compare_outputs, make_bodies
 from tests.conftest import CATALOG, LiveServer
 from tests.fixtures.threaded import ThreadedServer
@@ -141,6 +142,22 @@ def test_shapes_gradcam_overlay_has_our_pixels(live: LiveServer, naive: Threaded
     assert match["ok"] is True
     assert match["overlay_max_abs_diff"] == int(diff.max())
     assert match["overlay_pixels_differing"] == pytest.approx(float((diff > 0).mean()))
+    assert match["overlays_agree"] is True
+
+
+@pytest.mark.parametrize(("steps", "share", "agree"), [
+    (0, 0.0, True),  # identical
+    (3, 0.016, True),  # resnet50 IG, BatchNorm folded against unfolded: a rounding step here and there
+    (4, 0.02, True),
+    (5, 0.0001, False),  # one pixel far off
+    (2, 0.3, False),  # a third of the picture moved: another map
+])
+def test_overlays_agree_within_float_rounding(steps: int, share: float, agree: bool) -> None:
+    diff = np.zeros((100, 100, 3), dtype=np.int16)
+    diff.reshape(-1)[: round(share * diff.size)] = steps
+    if steps and not diff.any():
+        diff[0, 0, 0] = steps
+    assert overlays_agree(diff) is agree
 
 
 def test_our_png_settings_give_identical_bytes(live: LiveServer, naive: ThreadedServer,

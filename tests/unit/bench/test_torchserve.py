@@ -136,11 +136,23 @@ def test_agreement_flags_other_classes_and_other_attributions() -> None:
     assert agreement(ours, copy.deepcopy(ours))["ok"]
     swapped = {**ours, "top5": [(1, 0.5), (3, 0.2)]}
     assert not agreement(ours, swapped)["ok"]
-    off = {**ours, "attributions": ours["attributions"] + np.array([[0.0, 0.03], [0.0, 0.0]])}
+    off = {**ours, "attributions": ours["attributions"] + np.array([[0.0, 0.12], [0.0, 0.0]])}
     result = agreement(ours, off)
-    assert not result["ok"] and result["attribution_max_rel_diff"] == pytest.approx(0.03 / 1.97)
+    assert not result["ok"] and result["attribution_max_rel_diff"] == pytest.approx(0.12 / 1.88)
     rounded = {**ours, "attributions": ours["attributions"] + np.array([[0.0, 0.006], [0.0, 0.0]])}
     assert agreement(ours, rounded)["ok"]
+
+
+def test_agreement_wants_the_same_map_not_only_small_differences() -> None:
+    rng = np.random.default_rng(3)
+    ours = {"top5": [(3, 0.5)], "attributions": rng.standard_normal((64, 64))}
+    noisy = {**ours, "attributions": ours["attributions"] + 0.03 * rng.standard_normal((64, 64))}
+    result = agreement(ours, noisy)  # every pixel within 5% of the largest, but the map is blurred out
+    assert result["attribution_max_rel_diff"] < 0.05 and result["attribution_correlation"] < 0.9999
+    assert not result["ok"]
+    one_pixel = {**ours, "attributions": ours["attributions"].copy()}
+    one_pixel["attributions"][5, 5] += 0.03 * np.abs(ours["attributions"]).max()  # a ReLU flipped by rounding
+    assert agreement(ours, one_pixel)["ok"]
 
 
 # --------------------------------------------------------------------------- summary, targets, report
