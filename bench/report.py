@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.answers import OVERLAY_MAX_STEP, OVERLAY_MEAN_STEP
 from bench.procstat import GROUPS
 
 __all__ = ["cpu_group_row", "describe_client", "fmt", "render_markdown"]
@@ -186,8 +187,9 @@ def _roofline(result: dict[str, Any]) -> list[str]:
 def _answers(result: dict[str, Any]) -> list[str]:
     lines = ["", "## Same answers", "",
              "One identical request to both servers before the cells: prediction, target and output keys "
-             "equal; overlays compared pixel by pixel (within float32 rounding: at most 4 colour steps in any "
-             "pixel, 0.1 on average, bench/answers.py); tabular attributions compared numerically.", ""]
+             "equal; overlays compared pixel by pixel (within float32 rounding: at most "
+             f"{OVERLAY_MAX_STEP} colour steps in any pixel, {OVERLAY_MEAN_STEP} on average, bench/answers.py); "
+             "tabular attributions compared numerically.", ""]
     for name, entry in result["scenarios"].items():
         match = entry["outputs_match"]
         lines.append(f"- {name}: {'same' if match.get('ok') else 'DIFFERENT'} {json.dumps(match)}")
