@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 from app.errors import ErrorItem, InternalError, InvalidInput
 from app.inference import faithfulness
 from app.inference.explained import TargetScalar, requested_targets, resolve_predicted, scores_from_outputs
+from app.inference.inputs import ModelArray, instance_shape
 from app.inference.interrupt import checkpoint
 from app.inference.loading import LoadedModel
 from app.inference.methods import METHODS
@@ -22,8 +23,8 @@ from app.inference.params import MethodParams
 
 @dataclass(frozen=True)
 class PredictWork:
-    inputs: NDArray[np.float32]
-    """n x input_shape: what the model's kind decoded."""
+    inputs: ModelArray
+    """n x input_shape, or n x H x W x 3 RGB bytes: what the model's kind decoded."""
     request_id: str = "-"
 
     @property
@@ -34,7 +35,7 @@ class PredictWork:
 
 @dataclass(frozen=True)
 class ExplainWork:
-    inputs: NDArray[np.float32]
+    inputs: ModelArray
     targets: tuple[int | None, ...]
     """Per instance: a class index, or None for the predicted class."""
     method: str
@@ -81,14 +82,18 @@ def work_rows(work: Work) -> int:
     count = int(work.inputs.shape[0])
     if isinstance(work, PredictWork):
         return count
-    return count * METHODS[work.method].passes(work.params, tuple(work.inputs.shape[1:]))
+    return count * METHODS[work.method].passes(work.params, instance_shape(work.inputs))
 
 
-def _to_device(model: LoadedModel, arrays: Sequence[NDArray[np.float32]]) -> torch.Tensor:
-    host = torch.from_numpy(np.concatenate(arrays, axis=0).astype(np.float32, copy=False))
+def _to_device(model: LoadedModel, arrays: Sequence[ModelArray]) -> torch.Tensor:
+    """The batch's inputs as float32 on the model's device; RGB bytes are moved as bytes and made
+    3 x H x W floats in [0, 1] there (the same floats as `inputs.model_input`)."""
+    host = torch.from_numpy(np.concatenate(arrays, axis=0))  # a copy of its own, writable
     if model.device.type == "cuda":
-        return host.pin_memory().to(model.device, non_blocking=True)
-    return host
+        host = host.pin_memory().to(model.device, non_blocking=True)
+    if host.dtype == torch.uint8:
+        return host.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+    return host.to(torch.float32)
 
 
 def _split(array: NDArray[np.float32], sizes: Sequence[int]) -> list[NDArray[np.float32]]:

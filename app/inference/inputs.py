@@ -159,6 +159,21 @@ def model_pixels(img: Image.Image, spec: ImageSpec) -> tuple[NDArray[np.uint8], 
     return np.asarray(img, dtype=np.uint8), box
 
 
+ModelArray = NDArray[np.float32] | NDArray[np.uint8]
+"""What a kind decodes a request into: N rows of the model's input (float32), or for images the RGB
+bytes the model sees, N x H x W x 3 (uint8), made floats in [0, 1] by the model's worker
+(`app.inference.engine`): a quarter of the bytes to move, and no per-image arithmetic on the event
+loop. Both give the same floats (`model_input`'s division, correctly rounded either way)."""
+
+
+def instance_shape(array: ModelArray) -> tuple[int, ...]:
+    """One instance's shape as the model takes it: RGB bytes H x W x 3 are 3 x H x W."""
+    if array.dtype == np.uint8:
+        height, width, channels = array.shape[1:]
+        return (channels, height, width)
+    return tuple(array.shape[1:])
+
+
 def model_input(pixels: NDArray[np.uint8]) -> NDArray[np.float32]:
     """H x W x 3 RGB bytes as the model takes them: 3 x H x W in [0, 1]."""
     chw = np.empty((3, *pixels.shape[:2]), dtype=np.float32)

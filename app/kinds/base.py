@@ -20,6 +20,7 @@ from app.errors import ErrorItem, InvalidInput
 
 if TYPE_CHECKING:
     from app.inference.catalog import ModelSpec
+    from app.inference.inputs import ModelArray
     from app.schemas import Prediction, RenderOptions
 
 T = TypeVar("T")
@@ -52,8 +53,9 @@ class RequestLimits:
 class Decoded:
     """A request's instances as the model takes them, and what the kind needs to answer."""
 
-    array: NDArray[np.float32]
-    """N x input_shape, what attribution is computed against."""
+    array: ModelArray
+    """N x input_shape, what attribution is computed against (images: N x H x W x 3 RGB bytes,
+    made floats on the model's worker)."""
     items: Sequence[Any]
     """Per instance, the kind's own record (the submitted image, the raw row)."""
     held_bytes: int = 0

@@ -35,7 +35,7 @@ def test_a_large_image_is_held_as_its_encoded_bytes() -> None:
     assert seen.submitted.image is None and seen.submitted.encoded == raw
     assert seen.submitted.size == (side, side)
     assert len(pickle.dumps(seen)) < len(raw) + 64 * 1024  # the model's 32 x 32 view and the bytes
-    kept = Submitted(seen.submitted.picture(), seen.submitted.crop_box, seen.submitted.size)
+    kept = Submitted(np.asarray(seen.submitted.picture()), seen.submitted.crop_box, seen.submitted.size)
     assert kept.picture().size == (side, side)
     attribution = np.random.default_rng(1).normal(size=(3, 32, 32)).astype(np.float32)
     from_bytes, png_a = _render(seen.submitted, attribution, RENDER, frozenset({"overlay", "heatmap"}), want_png=True)
@@ -58,4 +58,13 @@ def test_a_small_image_travels_as_its_pixels() -> None:
     seen = _decode_file(raw, 0, SPEC, BIG)
     assert seen.submitted.image is not None and seen.submitted.encoded is None
     assert seen.submitted.size == (200, 100)
-    assert seen.model_input().shape == (3, 32, 32)
+    resized = np.asarray(Image.open(io.BytesIO(raw)).convert("RGB").resize((32, 32), Image.Resampling.BILINEAR,
+                                                                         reducing_gap=3.0))
+    assert seen.model_pixels().dtype == np.uint8 and np.array_equal(seen.model_pixels(), resized)
+
+
+def test_an_image_the_size_the_model_takes_is_sent_once() -> None:
+    raw = _png(32, 32)
+    seen = _decode_file(raw, 0, SPEC, BIG)
+    assert seen.pixels is None  # the submitted image is what the model sees
+    assert np.array_equal(seen.model_pixels(), np.asarray(Image.open(io.BytesIO(raw)).convert("RGB")))
