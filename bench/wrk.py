@@ -10,6 +10,12 @@ script undoes wrk's coordinated-omission correction, and keeps wrk's corrected f
 `details`), and the means of a sampled JSON object of the answers (e.g. `timings_ms`). The
 client's own CPU time comes from the kernel's accounting of the wrk process (`wait4`).
 
+A connection parked after the window closed may sit idle past the server's keep-alive timeout
+while the last answers are awaited; the server closes it and wrk counts a read error. Read errors
+beyond the requests written (the script's, and wrk's own re-sends after a connection failed under
+one) that got no answer are those: no request's failure, reported apart
+(`details["idle_connections_closed"]`), not as errors.
+
 Differences from bench/loadgen.py: wrk's latencies cover every answer whatever its status (the
 Python client's cover successful answers only); wrk has no open loop (`--rate`), which stays with
 the Python client.
@@ -107,11 +113,17 @@ def _result(raw: dict[str, Any], *, concurrency: int, max_requests: int, rows_pe
     statuses = {int(k): int(v) for k, v in raw["statuses"].items()}
     result.errors = {str(status): n for status, n in sorted(statuses.items()) if not 200 <= status < 300}
     socket_errors = {name: int(raw["errors"].get(name, 0)) for name in SOCKET_ERRORS}
-    result.errors.update({f"socket {name}": n for name, n in socket_errors.items() if n})
     result.sent = int(raw["issued"])
+    answered = int(raw["answered"])
+    # A failed read under a request leaves that request (written, by the script or by wrk's own
+    # re-send after the failure) without an answer; failed reads beyond those were on idle
+    # connections: parked after the window closed, then closed by the server's keep-alive timeout.
+    idle_closed = max(socket_errors["read"] - max(int(raw["written"]) - answered, 0), 0)
+    socket_errors["read"] -= idle_closed
+    result.errors.update({f"socket {name}": n for name, n in socket_errors.items() if n})
     result.ok = int(raw["ok"])
     lost = socket_errors["connect"] + socket_errors["read"] + socket_errors["write"]
-    result.unfinished = max(result.sent - int(raw["answered"]) - lost, 0)
+    result.unfinished = max(result.sent - answered - lost, 0)
     result.elapsed_s = float(raw["span_s"])
     result.throughput_rps = result.ok / result.elapsed_s if result.elapsed_s > 0 else 0.0
     result.rows_per_request = rows_per_request
@@ -125,7 +137,8 @@ def _result(raw: dict[str, Any], *, concurrency: int, max_requests: int, rows_pe
     result.client_cpu_s = max(cpu_s - float(raw.get("done_cpu_s", 0.0)), 0.0)
     result.details = {"latency_ms_corrected": _latency_ms(raw.get("latency_us_corrected")),
                       "correction_interval_ms": raw.get("correction_interval_us", 0) / 1000.0,
-                      "wrk_threads": int(raw["threads"]), "pinned_cpu": pinned}
+                      "wrk_threads": int(raw["threads"]), "pinned_cpu": pinned,
+                      "idle_connections_closed": idle_closed}
     return result
 
 

@@ -44,6 +44,7 @@ local config = dofile(os.getenv("WRK_BENCH_CONFIG"))
 -- Per-thread state (read back in done() through thread:get).
 requests = {}
 issued = 0
+written = 0 -- requests written: issued ones, and wrk's own re-sends after a connection failed under one
 answered = 0
 ok = 0
 ok_bytes = 0
@@ -105,6 +106,7 @@ function request()
    if first_sent < 0 then
       return requests[1] -- wrk checks the script's request once before the run: not a request sent
    end
+   written = written + 1
    index = index % #requests + 1
    return requests[index]
 end
@@ -236,11 +238,11 @@ function done(summary, latency, requests_stats)
    local out = {
       threads = #threads, connections = config.connections, duration_us = summary.duration,
       complete = summary.requests, bytes = summary.bytes, errors = summary.errors,
-      issued = 0, answered = 0, ok = 0, ok_bytes = 0, statuses = {}, sample_count = 0, samples = {},
+      issued = 0, written = 0, answered = 0, ok = 0, ok_bytes = 0, statuses = {}, sample_count = 0, samples = {},
    }
    local first, last = math.huge, -math.huge
    for _, thread in ipairs(threads) do
-      for _, name in ipairs({ "issued", "answered", "ok", "ok_bytes", "sample_count" }) do
+      for _, name in ipairs({ "issued", "written", "answered", "ok", "ok_bytes", "sample_count" }) do
          out[name] = out[name] + thread:get(name)
       end
       for status, count in pairs(thread:get("statuses")) do

@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from bench.loadgen import LoadResult
 
@@ -59,6 +60,17 @@ def status_for(n: int, every_503: int, every_429: int) -> int:
     return 200
 
 
+class _Truncated(Response):
+    """Headers promising OK_BODY_BYTES, half of them, then the connection dropped (the app fails
+    mid-answer: uvicorn closes the connection)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(OK_BODY_BYTES).encode())]})
+        await send({"type": "http.response.body", "body": b"x" * (OK_BODY_BYTES // 2), "more_body": True})
+        raise ConnectionAbortedError("the answer dropped half-way, on purpose")
+
+
 def make_app(seen: defaultdict[str, Seen]) -> Starlette:
     async def answer(request: Request) -> Response:
         q = request.query_params
@@ -83,6 +95,8 @@ def make_app(seen: defaultdict[str, Seen]) -> Starlette:
                 await asyncio.sleep(left)
         finally:
             record.in_flight -= 1
+        if n < int(q.get("truncate", 0)):
+            return _Truncated()
         status = status_for(n, int(q.get("every_503", 0)), int(q.get("every_429", 0)))
         if status != 200:
             return Response(ERROR_BODY, status_code=status)

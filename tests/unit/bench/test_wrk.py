@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,16 @@ import pytest
 from bench.loadgen import LoadResult
 from bench.wrk import WrkError, _main, client_cpu, run_wrk, wrk_path
 from tests.conftest import free_port
-from tests.unit.bench.controlled import BODIES, OK_BODY_BYTES, Controlled, assert_nothing_answered, status_for
+from tests.fixtures.threaded import ThreadedServer
+from tests.unit.bench.controlled import (
+    BODIES,
+    OK_BODY_BYTES,
+    Controlled,
+    Seen,
+    assert_nothing_answered,
+    make_app,
+    status_for,
+)
 
 
 def wrk(url: str, bodies: list[bytes] = BODIES, **kwargs: Any) -> LoadResult:
@@ -130,6 +140,38 @@ def test_connections_the_server_closes_are_reopened(server: Controlled) -> None:
     result = wrk(url, concurrency=2, max_requests=10)
     assert result.ok == seen.count == 10 and result.errors == {}
     assert result.bytes_per_response == 5000
+
+
+@pytest.fixture(scope="module")
+def brief_keep_alive() -> Iterator[Controlled]:
+    """The controlled server closing connections idle for 0.3 s (uvicorn's keep-alive timeout)."""
+    seen: defaultdict[str, Seen] = defaultdict(Seen)
+    with ThreadedServer(make_app(seen), "/healthz", lifespan="off", graceful_shutdown_s=5,
+                        keep_alive_s=0.3) as threaded:
+        yield Controlled(threaded.url, seen)
+
+
+def test_a_parked_connection_the_server_closes_is_not_an_error(brief_keep_alive: Controlled) -> None:
+    # Two connections, three requests: request 1 takes 3 s, 0 and 2 are quick, so the connection
+    # of 0 and 2 is parked (the request bound reached) and idle while 1 runs; the server closes it
+    # after 0.3 s, and wrk counts a read error for it. Every request was answered: not an error.
+    url, seen = brief_keep_alive.route(slow_every=2, slow_ms=3000)
+    result = wrk(url, concurrency=2, max_requests=3)
+    assert result.sent == seen.count == result.ok == 3 and result.unfinished == 0
+    assert result.errors == {}
+    assert result.details["idle_connections_closed"] == 1
+
+
+def test_a_read_that_fails_under_a_request_is_an_error(brief_keep_alive: Controlled) -> None:
+    # The server drops the connection half-way through its first answer; wrk re-sends on a new
+    # connection and the second attempt is answered. The failed read was under a request: an
+    # error, though the request was answered in the end.
+    url, seen = brief_keep_alive.route(truncate=1)
+    result = wrk(url, concurrency=1, max_requests=1, duration_s=1.0, drain_s=2.0)
+    assert seen.count == 2 and result.sent == 1
+    assert result.ok == 1 and result.unfinished == 0
+    assert result.errors == {"socket read": 1}
+    assert result.details["idle_connections_closed"] == 0
 
 
 def test_client_cpu_choices() -> None:
