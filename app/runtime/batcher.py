@@ -1,8 +1,11 @@
 """Per-model work queue: batch formation, per-request futures, deadlines, backpressure.
 
-Each model has one `Batcher` with one consumer per replica. A consumer takes the oldest live
+Each model has one `Batcher` with one consumer per worker. A consumer takes the oldest live
 item and every queued item with the same key (method and resolved parameters) up to the batch
-limits, counted in work rows, and hands the batch to its replica's handler. Items whose
+limits, counted in work rows, and hands the batch to its worker's handler. Where several
+consumers are idle, one takes only its share of what is queued (the queued items and work rows
+over the idle consumers), so the next idle one starts on the rest at once instead of waiting
+for a batch of everything to finish. Items whose
 deadline passed or whose caller went away are dropped before compute; a running batch is told
 to stop (its handler's `StopReason`) once every one of its items is past its deadline or
 abandoned, or the service stops. Every future gets exactly one answer.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
@@ -163,8 +167,13 @@ class Batcher(Generic[P]):
         if self._observer is not None:
             self._observer.item_dropped(self.name, reason)
 
-    def _take(self) -> list[_Item[P]]:
+    def _take(self, share: int = 1) -> list[_Item[P]]:
+        """The next batch: at most 1/`share` of the queued items and work rows (at least one item)."""
         now = time.perf_counter()
+        max_items, max_rows = self.limits.max_items, self.limits.max_rows
+        if share > 1:
+            max_items = min(max_items, math.ceil(len(self._queue) / share))
+            max_rows = min(max_rows, math.ceil(self._queued_rows / share))
         batch: list[_Item[P]] = []
         rows = 0
         kept: deque[_Item[P]] = deque()
@@ -180,8 +189,8 @@ class Batcher(Generic[P]):
                 continue
             fits = (not batch) or (
                 item.key == batch[0].key
-                and len(batch) < self.limits.max_items
-                and rows + item.rows <= self.limits.max_rows
+                and len(batch) < max_items
+                and rows + item.rows <= max_rows
             )
             if fits:
                 batch.append(item)
@@ -203,7 +212,7 @@ class Batcher(Generic[P]):
                 continue
             if self.limits.max_delay_s > 0 and self._queued_rows < self.limits.max_rows:
                 await asyncio.sleep(self.limits.max_delay_s)
-            batch = self._take()
+            batch = self._take(share=len(self._handlers))
             if not batch:
                 continue
             if self._queue:

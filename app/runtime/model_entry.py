@@ -24,7 +24,7 @@ from app.metrics import Metrics
 from app.runtime.batcher import Batcher, Completed, Limits
 from app.runtime.heap import trim_after
 from app.runtime.pool import Lanes, RowBudget, Worker
-from app.runtime.threads import CpuThreads, cpu_lanes
+from app.runtime.threads import CpuThreads, Occupancy, cpu_layout
 from app.schemas import MethodInfo, ModelInfo
 
 logger = logging.getLogger(__name__)
@@ -121,11 +121,11 @@ def _lane(replica: LoadedModel, budget: RowBudget) -> Callable[[list[Work]], lis
 
 def _layout(settings: Settings, first: LoadedModel) -> tuple[int, int]:
     """Workers, and lanes per worker: WORKERS_PER_DEVICE workers of one lane where it is set;
-    else one worker, of one lane on a GPU and on a CPU by the size of the model's rows
+    else one worker of one lane on a GPU, and on a CPU by the size of the model's rows
     (app/runtime/threads.py)."""
     if settings.workers_per_device:
         return settings.workers_per_device, 1
-    return 1, cpu_lanes(first.facts.flops_per_row) if first.device.type == "cpu" else 1
+    return cpu_layout(first.facts.flops_per_row) if first.device.type == "cpu" else (1, 1)
 
 
 def build_entry(spec: ModelSpec, settings: Settings, metrics: Metrics) -> ModelEntry:
@@ -141,9 +141,10 @@ def build_entry(spec: ModelSpec, settings: Settings, metrics: Metrics) -> ModelE
     max_rows = spec.max_batch_rows or settings.max_batch_rows
     chunk_rows = _chunk_rows(settings, first, max_rows)
     workers = []
+    occupancy = Occupancy()
     for i in range(count):
         name = f"{spec.name}-{i}"
-        policy = (CpuThreads.for_worker(count, lanes, first.facts.flops_per_row)
+        policy = (CpuThreads.for_worker(count, lanes, first.facts.flops_per_row, occupancy=occupancy)
                   if device.type == "cpu" else None)
         own = Lanes(name, [_lane(r, RowBudget(spec.name, chunk_rows)) for r in replicas[i * lanes:(i + 1) * lanes]],
                     policy, work_rows)

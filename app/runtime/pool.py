@@ -135,8 +135,14 @@ class Lanes(Generic[W, R]):
             return list(self._lanes[lane](work))
 
     def run(self, work: list[W]) -> list[R]:
+        if self._policy is None:
+            return self._split(work, Plan(1, 0))
+        with self._policy.occupancy.computing() as others_busy:
+            rows = sum(self._rows_of(w) for w in work)
+            return self._split(work, self._policy.plan(len(work), rows, others_busy))
+
+    def _split(self, work: list[W], plan: Plan) -> list[R]:
         rows = [self._rows_of(w) for w in work]
-        plan = self._policy.plan(len(work), sum(rows)) if self._policy is not None else Plan(1, 0)
         pieces = split_by_rows(work, rows, min(plan.lanes, len(self._lanes)))
         if len(pieces) == 1 or self._pool is None:
             return self._on_lane(0, work, plan.threads, None)

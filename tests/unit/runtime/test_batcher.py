@@ -435,6 +435,29 @@ def test_several_consumers_share_the_queue() -> None:
     run(main)
 
 
+def test_a_consumer_takes_its_share_and_leaves_the_rest_to_the_others() -> None:
+    """Two consumers: a freed one takes half of what is queued (items and work rows), not all of
+    it, so the other can start on the rest when it frees instead of waiting for one long batch."""
+    async def main() -> None:
+        a, b = Recorder(gated=True), Recorder(gated=True)
+        batcher: Batcher[int] = Batcher("m", [a, b], Limits())
+        batcher.start()
+        first = await hold_first(batcher, a, payload=100)
+        second = await hold_first(batcher, b, payload=200)
+        rest = await queue_many(batcher, [(i, "k", 1) for i in range(7)] + [(7, "k", 5)])
+        assert batcher.queued_rows == 12
+        a.gate.set()
+        await asyncio.wait_for(asyncio.gather(first, *rest[:7]), 5)
+        # 8 queued, 12 rows: half is 4 items and 6 rows; then 2 of the 4 left, 1 of the 2 left,
+        # and item 7 (5 rows, over half of what is queued: the head of a batch always runs).
+        assert a.batches == [[100], [0, 1, 2, 3], [4, 5], [6], [7]]
+        b.gate.set()
+        assert (await asyncio.wait_for(second, 5)).value == 400
+        assert b.batches == [[200]] and (await rest[7]).value == 14
+
+    run(main)
+
+
 def test_max_delay_waits_for_more_work() -> None:
     async def main() -> None:
         handler = Recorder()

@@ -1,8 +1,11 @@
 """The CPU thread policy (app/runtime/threads.py): light items on one lane with a core spare (a lone
-one too), heavy ones split across a lane per core, a lone heavy item on every core only for a large
-network, the cores shared between workers; the work rows it weighs."""
+one too), mid-sized ones split across a lane per core, large ones on a worker per core, a lone
+heavy item on every core only for a large network whose other workers are idle, the cores shared
+between workers; the work rows it weighs."""
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import pytest
@@ -11,7 +14,7 @@ from app.inference.engine import ExplainWork, PredictWork, work_rows
 from app.inference.methods import METHODS
 from app.inference.params import resolve_params
 from app.runtime import threads
-from app.runtime.threads import HEAVY_ITEM_FLOPS, CpuThreads, Plan, cpu_lanes, shares
+from app.runtime.threads import HEAVY_ITEM_FLOPS, CpuThreads, Occupancy, Plan, cpu_layout, shares
 
 MLP_FLOPS = 2 * (30 * 64 + 64 * 32 + 32 * 2)
 """breast-cancer's MLP 30-64-32-2: two floating-point operations per multiply-add."""
@@ -29,16 +32,19 @@ def test_cores_are_shared_between_replicas(cores: int, replicas: int, expected: 
 
 def test_one_core_or_an_operator_limit_means_no_policy(monkeypatch: pytest.MonkeyPatch) -> None:
     assert CpuThreads.for_worker(1, 1, MLP_FLOPS, cores=1) is None
-    assert cpu_lanes(SHAPES_FLOPS, cores=1) == 1
+    assert cpu_layout(SHAPES_FLOPS, cores=1) == (1, 1)
     monkeypatch.setattr(threads, "_STARTING_THREADS", 1)  # OMP_NUM_THREADS=1 before torch loaded
     assert CpuThreads.for_worker(1, 1, MLP_FLOPS, cores=2) is None
-    assert cpu_lanes(SHAPES_FLOPS, cores=2) == 1
+    assert cpu_layout(SHAPES_FLOPS, cores=2) == (1, 1)
+    assert cpu_layout(RESNET18_FLOPS, cores=2) == (1, 1)
 
 
-def test_lanes_follow_the_size_of_a_row() -> None:
-    assert cpu_lanes(MLP_FLOPS, cores=2) == 1  # requests that are mostly the event loop's work
-    assert cpu_lanes(SHAPES_FLOPS, cores=2) == 2
-    assert cpu_lanes(RESNET18_FLOPS, cores=16) == 16
+def test_workers_and_lanes_follow_the_size_of_a_row() -> None:
+    assert cpu_layout(MLP_FLOPS, cores=2) == (1, 1)  # requests that are mostly the event loop's work
+    assert cpu_layout(SHAPES_FLOPS, cores=2) == (1, 2)  # one worker, its batches split across two lanes
+    assert cpu_layout(SHAPES_FLOPS, cores=16) == (1, 16)
+    assert cpu_layout(RESNET18_FLOPS, cores=2) == (2, 1)  # a worker per core, each taking its share
+    assert cpu_layout(RESNET18_FLOPS, cores=16) == (16, 1)
 
 
 def test_light_items_leave_a_core_for_the_event_loop() -> None:
@@ -62,6 +68,41 @@ def test_a_heavy_item_alone_takes_every_core_only_for_a_large_network() -> None:
     assert CpuThreads(every=2, spare=1, flops_per_row=RESNET18_FLOPS, lanes=2).plan(items=1, rows=17) == Plan(1, 2)
     # Workers of one lane (WORKERS_PER_DEVICE set): heavy batches take their share of the cores.
     assert CpuThreads(every=4, spare=3, flops_per_row=SHAPES_FLOPS).plan(items=1, rows=1) == Plan(1, 4)
+
+
+def test_a_large_item_alone_takes_the_cores_of_idle_workers_only() -> None:
+    one_of_two = CpuThreads.for_worker(2, 1, RESNET18_FLOPS, cores=2)
+    assert one_of_two is not None and (one_of_two.every, one_of_two.cores) == (1, 2)
+    assert one_of_two.plan(items=1, rows=17, others_busy=0) == Plan(1, 2)  # IG of one image, nothing else running
+    assert one_of_two.plan(items=1, rows=17, others_busy=1) == Plan(1, 1)  # the other worker computes: its share
+    assert one_of_two.plan(items=2, rows=2, others_busy=0) == Plan(1, 1)  # a batch: the other may start any moment
+    one_of_four = CpuThreads.for_worker(4, 1, SHAPES_FLOPS, cores=16)
+    assert one_of_four is not None
+    assert one_of_four.plan(items=1, rows=18, others_busy=0) == Plan(1, 4)  # mid-sized rows: never more than its share
+
+
+def test_occupancy_counts_the_workers_computing() -> None:
+    occupancy = Occupancy()
+    started, release = threading.Event(), threading.Event()
+    seen: list[int] = []
+
+    def other() -> None:
+        with occupancy.computing() as others:
+            seen.append(others)
+            started.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    assert started.wait(10)
+    with occupancy.computing() as others:
+        assert (others, occupancy.busy) == (1, 2)
+    release.set()
+    thread.join(10)
+    assert seen == [0] and occupancy.busy == 0
+    with pytest.raises(RuntimeError), occupancy.computing():
+        raise RuntimeError("a failed batch")
+    assert occupancy.busy == 0
 
 
 def test_the_threshold_is_per_item_not_per_batch() -> None:
