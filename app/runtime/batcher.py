@@ -2,10 +2,11 @@
 
 Each model has one `Batcher` with one consumer per worker. A consumer takes the oldest live
 item and every queued item with the same key (method and resolved parameters) up to the batch
-limits, counted in work rows, and hands the batch to its worker's handler. Where several
-consumers are idle, one takes only its share of what is queued (the queued items and work rows
-over the idle consumers), so the next idle one starts on the rest at once instead of waiting
-for a batch of everything to finish. Items whose
+limits, counted in work rows, and hands the batch to its worker's handler. With `shared`
+limits (a CPU model's several workers), a consumer takes only its share of what is queued (the
+queued items and work rows over the workers, at least one item), leaving the rest to the others
+as they free: taking everything, or sharing only with the idle ones, left one worker a long
+batch while the other served single requests (bench/results/history.md). Items whose
 deadline passed or whose caller went away are dropped before compute; a running batch is told
 to stop (its handler's `StopReason`) once every one of its items is past its deadline or
 abandoned, or the service stops. Every future gets exactly one answer.
@@ -47,6 +48,8 @@ class Limits:
     max_rows: int = 4096
     max_delay_s: float = 0.0
     max_queue_rows: int = 65536
+    shared: bool = False
+    """Each consumer takes its share of the queue (over the consumers), not all that fits."""
 
 
 @dataclass(frozen=True)
@@ -212,7 +215,7 @@ class Batcher(Generic[P]):
                 continue
             if self.limits.max_delay_s > 0 and self._queued_rows < self.limits.max_rows:
                 await asyncio.sleep(self.limits.max_delay_s)
-            batch = self._take(share=len(self._handlers))
+            batch = self._take(share=len(self._handlers) if self.limits.shared else 1)
             if not batch:
                 continue
             if self._queue:

@@ -150,7 +150,8 @@ def build_entry(spec: ModelSpec, settings: Settings, metrics: Metrics) -> ModelE
                     policy, work_rows)
         workers.append(Worker(name, own.run, own))
     limits = Limits(max_items=spec.max_batch_size or settings.max_batch_size, max_rows=max_rows,
-                    max_delay_s=settings.max_batch_delay_ms / 1000.0, max_queue_rows=settings.max_queue)
+                    max_delay_s=settings.max_batch_delay_ms / 1000.0, max_queue_rows=settings.max_queue,
+                    shared=device.type == "cpu")
     batcher: Batcher[Work] = Batcher(spec.name, [w.handle for w in workers], limits, metrics)
     kind = spec.input_kind
     info = ModelInfo(name=spec.name, kind=spec.kind, task=spec.task, labels=first.labels,  # type: ignore[arg-type]

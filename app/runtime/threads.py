@@ -160,9 +160,14 @@ class CpuThreads:
 
 class LaneThreads:
     """Sets a lane's intra-op threads on its own thread (OpenMP's count is per calling thread),
-    on change only: a new count costs ~2 ms to regroup the OpenMP team."""
+    on change only: a new count costs ~2 ms to regroup the OpenMP team. Made on the lane's thread.
+
+    ATen gives a thread the count last set by any thread on the thread's first use of torch
+    (`lazy_init_num_threads`), which would silently replace a count set before it; asking for the
+    count here makes that first use happen now."""
 
     def __init__(self) -> None:
+        torch.get_num_threads()
         self._current = 0
 
     def set(self, threads: int) -> None:

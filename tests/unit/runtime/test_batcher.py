@@ -435,12 +435,14 @@ def test_several_consumers_share_the_queue() -> None:
     run(main)
 
 
-def test_a_consumer_takes_its_share_and_leaves_the_rest_to_the_others() -> None:
-    """Two consumers: a freed one takes half of what is queued (items and work rows), not all of
-    it, so the other can start on the rest when it frees instead of waiting for one long batch."""
+@pytest.mark.parametrize("shared", [True, False])
+def test_a_consumer_takes_its_share_and_leaves_the_rest_to_the_others(shared: bool) -> None:
+    """Two consumers with shared limits (a CPU model's workers): a freed one takes half of what is
+    queued (items and work rows), not all of it, so the other can start on the rest when it
+    frees instead of waiting for one long batch. Without (a GPU's workers), all that fits."""
     async def main() -> None:
         a, b = Recorder(gated=True), Recorder(gated=True)
-        batcher: Batcher[int] = Batcher("m", [a, b], Limits())
+        batcher: Batcher[int] = Batcher("m", [a, b], Limits(shared=shared))
         batcher.start()
         first = await hold_first(batcher, a, payload=100)
         second = await hold_first(batcher, b, payload=200)
@@ -450,7 +452,7 @@ def test_a_consumer_takes_its_share_and_leaves_the_rest_to_the_others() -> None:
         await asyncio.wait_for(asyncio.gather(first, *rest[:7]), 5)
         # 8 queued, 12 rows: half is 4 items and 6 rows; then 2 of the 4 left, 1 of the 2 left,
         # and item 7 (5 rows, over half of what is queued: the head of a batch always runs).
-        assert a.batches == [[100], [0, 1, 2, 3], [4, 5], [6], [7]]
+        assert a.batches == ([[100], [0, 1, 2, 3], [4, 5], [6], [7]] if shared else [[100], list(range(8))])
         b.gate.set()
         assert (await asyncio.wait_for(second, 5)).value == 400
         assert b.batches == [[200]] and (await rest[7]).value == 14

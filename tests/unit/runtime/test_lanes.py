@@ -13,9 +13,10 @@ import torch
 from app.errors import DeadlineExceeded
 from app.inference.interrupt import Interrupted, checkpoint, watching
 from app.runtime.pool import Lanes, isolate, split_by_rows
-from app.runtime.threads import CpuThreads
+from app.runtime.threads import CpuThreads, Occupancy
 
 SHAPES_FLOPS = 24_510_976
+RESNET18_FLOPS = 3_628_146_688
 
 
 @pytest.mark.parametrize(("rows", "parts", "expected"), [
@@ -83,6 +84,39 @@ def test_a_lone_item_runs_on_the_first_lane() -> None:
     finally:
         own.close()
     assert lanes[1].threads == []
+
+
+def test_a_large_item_alone_takes_the_cores_of_the_models_idle_workers_only() -> None:
+    """Two workers of one lane of a large network (the CPU layout for a ResNet), sharing a count of
+    the workers computing: a lone item takes both cores while the other worker is idle, and its
+    one core while the other computes."""
+    occupancy = Occupancy()
+    policies = [CpuThreads.for_worker(2, 1, RESNET18_FLOPS, cores=2, occupancy=occupancy) for _ in range(2)]
+    inside, release = threading.Event(), threading.Event()
+
+    class Holding(Recording):
+        def __call__(self, work: list[int]) -> list[tuple[int, int]]:
+            inside.set()
+            release.wait(10)
+            return super().__call__(work)
+
+    held, alone = Holding(0), Recording(1)
+    first = Lanes("a", [held], policies[0], rows_of=lambda w: 1)
+    second = Lanes("b", [alone], policies[1], rows_of=lambda w: 1)
+    before = torch.get_num_threads()
+    try:
+        assert second.run([1]) == [(1, 10)]
+        other = threading.Thread(target=first.run, args=([5],))
+        other.start()
+        assert inside.wait(10)
+        assert second.run([2]) == [(1, 20)]
+        release.set()
+        other.join(10)
+    finally:
+        release.set()
+        torch.set_num_threads(before)
+    assert alone.omp == [2, 1]
+    assert held.omp == [2] and occupancy.busy == 0
 
 
 def test_a_failing_lane_fails_the_batch_after_every_lane_finished() -> None:

@@ -9,12 +9,13 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 
 from app.inference.engine import ExplainWork, PredictWork, work_rows
 from app.inference.methods import METHODS
 from app.inference.params import resolve_params
 from app.runtime import threads
-from app.runtime.threads import HEAVY_ITEM_FLOPS, CpuThreads, Occupancy, Plan, cpu_layout, shares
+from app.runtime.threads import HEAVY_ITEM_FLOPS, CpuThreads, LaneThreads, Occupancy, Plan, cpu_layout, shares
 
 MLP_FLOPS = 2 * (30 * 64 + 64 * 32 + 32 * 2)
 """breast-cancer's MLP 30-64-32-2: two floating-point operations per multiply-add."""
@@ -126,3 +127,29 @@ def test_work_rows_are_instances_times_the_methods_passes() -> None:
     assert work_rows(PredictWork(x)) == 3
     params = resolve_params(METHODS["integrated_gradients"].params, {}, {"n_steps": 16})
     assert work_rows(ExplainWork(x, (None,) * 3, "integrated_gradients", params)) == 3 * (16 + 2)
+
+
+def test_a_lanes_count_is_not_replaced_by_one_another_thread_set_later() -> None:
+    """ATen gives a thread the count last set by any thread on the thread's first use of torch: a
+    lane's count, set on a fresh thread, must still be its own after another thread set another."""
+    before = torch.get_num_threads()
+    counted, go = threading.Event(), threading.Event()
+    seen: list[int] = []
+
+    def lane() -> None:
+        LaneThreads().set(3)
+        counted.set()
+        go.wait(10)
+        seen.append(torch.get_num_threads())  # the thread's first use of torch after setting its count
+
+    thread = threading.Thread(target=lane)
+    try:
+        thread.start()
+        assert counted.wait(10)
+        torch.set_num_threads(1)
+        go.set()
+        thread.join(10)
+    finally:
+        go.set()
+        torch.set_num_threads(before)
+    assert seen == [3]
