@@ -65,7 +65,7 @@ class _Seen:
     submitted: Submitted
     pixels: NDArray[np.uint8] | None
 
-    def model_pixels(self) -> NDArray[np.uint8]:
+    def model_bytes(self) -> NDArray[np.uint8]:
         """H x W x 3: what the model sees, as bytes (the model's worker makes them floats)."""
         if self.pixels is not None:
             return self.pixels
@@ -211,7 +211,7 @@ class ImageKind:
                   for i, (raw, _) in enumerate(probed)),
                 *(host.run(_decode_array, array, i, image, limits.max_image_pixels)
                   for i, array in enumerate(pixels, start=len(probed))))
-        inputs = [item.model_pixels() for item in seen]
+        inputs = [item.model_bytes() for item in seen]
         array = inputs[0][None] if len(inputs) == 1 else np.stack(inputs)
         held = 4 * sum(w * h for w, h in (item.submitted.size for item in seen))
         return Decoded(array, [item.submitted for item in seen], held_bytes=held)

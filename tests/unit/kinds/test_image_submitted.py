@@ -60,11 +60,11 @@ def test_a_small_image_travels_as_its_pixels() -> None:
     assert seen.submitted.size == (200, 100)
     resized = np.asarray(Image.open(io.BytesIO(raw)).convert("RGB").resize((32, 32), Image.Resampling.BILINEAR,
                                                                          reducing_gap=3.0))
-    assert seen.model_pixels().dtype == np.uint8 and np.array_equal(seen.model_pixels(), resized)
+    assert seen.model_bytes().dtype == np.uint8 and np.array_equal(seen.model_bytes(), resized)
 
 
 def test_an_image_the_size_the_model_takes_is_sent_once() -> None:
     raw = _png(32, 32)
     seen = _decode_file(raw, 0, SPEC, BIG)
     assert seen.pixels is None  # the submitted image is what the model sees
-    assert np.array_equal(seen.model_pixels(), np.asarray(Image.open(io.BytesIO(raw)).convert("RGB")))
+    assert np.array_equal(seen.model_bytes(), np.asarray(Image.open(io.BytesIO(raw)).convert("RGB")))
