@@ -135,14 +135,13 @@ class Lanes(Generic[W, R]):
             return list(self._lanes[lane](work))
 
     def run(self, work: list[W]) -> list[R]:
-        if self._policy is None:
-            return self._split(work, Plan(1, 0))
-        with self._policy.occupancy.computing() as others_busy:
-            rows = sum(self._rows_of(w) for w in work)
-            return self._split(work, self._policy.plan(len(work), rows, others_busy))
-
-    def _split(self, work: list[W], plan: Plan) -> list[R]:
         rows = [self._rows_of(w) for w in work]
+        if self._policy is None:
+            return self._split(work, rows, Plan(1, 0))
+        with self._policy.occupancy.computing() as others_busy:
+            return self._split(work, rows, self._policy.plan(len(work), sum(rows), others_busy))
+
+    def _split(self, work: list[W], rows: list[int], plan: Plan) -> list[R]:
         pieces = split_by_rows(work, rows, min(plan.lanes, len(self._lanes)))
         if len(pieces) == 1 or self._pool is None:
             return self._on_lane(0, work, plan.threads, None)
