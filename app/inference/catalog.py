@@ -87,6 +87,9 @@ class ModelSpec(_Strict):
     """The layout of an image model's weights and activations: `auto` is channels_last for a
     convolutional net (Conv2d modules) on the CPU, where oneDNN's kernels run 1.4-4x faster in it
     (bench/results/history.md), and contiguous elsewhere."""
+    predict_graph: Literal["auto", "frozen", "eager"] = "auto"
+    """What predictions run: a frozen graph of the served function (app/inference/frozen.py; `auto`:
+    float32 on the CPU where the net can be scripted) or the eager module attributions run."""
     max_batch_size: int | None = Field(None, ge=1)
     max_batch_rows: int | None = Field(None, ge=1)
     """Work rows (instances x passes) per batch and per Captum chunk; default MAX_BATCH_ROWS."""

@@ -100,13 +100,16 @@ def _split(array: NDArray[np.float32], sizes: Sequence[int]) -> list[NDArray[np.
     return np.split(array, np.cumsum(sizes)[:-1])
 
 
-def _predicted_scores(model: LoadedModel, x: torch.Tensor, max_rows: int) -> torch.Tensor:
-    """Scores of every row, at most `max_rows` rows through the model at once."""
+def _predicted_scores(model: LoadedModel, x: torch.Tensor, max_rows: int, frozen: bool = False) -> torch.Tensor:
+    """Scores of every row, at most `max_rows` rows through the model at once; `frozen`: through
+    the frozen prediction graph where the model has one (the targets of an attribution come from the
+    eager module its gradients are of)."""
+    forward = model.predict if frozen else model.module
     chunks = []
     with torch.inference_mode():
         for i in range(0, x.shape[0], max_rows):
             checkpoint()
-            chunks.append(model.module(x[i : i + max_rows]))
+            chunks.append(forward(x[i : i + max_rows]))
         return scores_from_outputs(model, torch.cat(chunks))
 
 
@@ -152,7 +155,7 @@ def run_batch(model: LoadedModel, work: Sequence[Work], max_rows: int) -> list[R
     sizes = [item.inputs.shape[0] for item in work]
     x = _to_device(model, [item.inputs for item in work])
     if isinstance(work[0], PredictWork):
-        host = _predicted_scores(model, x, max_rows).float().cpu().numpy()
+        host = _predicted_scores(model, x, max_rows, frozen=True).float().cpu().numpy()
         return [_finite_or_error(PredictResult(s), ("output", s)) for s in _split(host, sizes)]
     first = work[0]
     if not all(isinstance(w, ExplainWork) and w.method == first.method and w.params == first.params

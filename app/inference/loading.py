@@ -7,11 +7,12 @@ normalisation is part of the explained function (API.md).
 
 from __future__ import annotations
 
+import copy
 import importlib
 import logging
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ from torch import nn
 from app.errors import CatalogError, InvalidInput
 from app.inference.catalog import ModelSpec
 from app.inference.facts import PROBE_ROWS, ModelFacts, probe
+from app.inference.frozen import frozen_scores
 from app.inference.served import Standardized, folded, memory_format_for
 
 logger = logging.getLogger(__name__)
@@ -40,6 +42,17 @@ class LoadedModel:
     output_kind: Literal["logits", "probabilities"]
     facts: ModelFacts
     """Its input, layers and activation sizes, measured at load."""
+    predictor: torch.jit.ScriptModule | None = None
+    """The frozen graph predictions run where there is one (app/inference/frozen.py), else `module`."""
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """The served function's outputs for `x`, without gradients (call in inference mode)."""
+        return self.predictor(x) if self.predictor is not None else self.module(x)
+
+    def replica(self) -> LoadedModel:
+        """Another resident copy (weights and frozen graph its own), for another lane or worker."""
+        module = copy.deepcopy(self.module)
+        return replace(self, module=module, predictor=_frozen(self.spec, module))
 
     def layer(self, path: str) -> nn.Module:
         return self.module.get_submodule(path)
@@ -207,9 +220,18 @@ def load_model(spec: ModelSpec, device: torch.device) -> LoadedModel:
     width = _check_widths(spec, module, device)
     facts = _facts(spec, module, device)
     _warm_up(spec, module, device)
+    predictor = _frozen(spec, module)
     logger.info("model %s resident on %s (%s, %s, %d outputs)", spec.name, device, spec.precision,
                 str(layout).removeprefix("torch."), width)
-    return LoadedModel(spec, module, device, spec.label_list, width, output_kind, facts)
+    return LoadedModel(spec, module, device, spec.label_list, width, output_kind, facts, predictor)
+
+
+def _frozen(spec: ModelSpec, module: Standardized) -> torch.jit.ScriptModule | None:
+    """The frozen prediction graph of `module`'s net, checked against `module` on a typical batch."""
+    probe_rows = typical_input(spec, batch=2).to(module.mean.device)
+    with torch.inference_mode():
+        expected = module(probe_rows)
+    return frozen_scores(spec, module.net, module.mean, module.std, module.dtype, probe_rows, expected)
 
 
 def _facts(spec: ModelSpec, module: Standardized, device: torch.device) -> ModelFacts:

@@ -4,10 +4,9 @@ narrow interface: `submit(work, rows, deadline)`."""
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from app.config import Settings
@@ -135,7 +134,7 @@ def build_entry(spec: ModelSpec, settings: Settings, metrics: Metrics) -> ModelE
     methods, default = _checked_methods(spec, first.facts)
     # Copies, not rebuilds: a model without weights (random init) serves one function everywhere.
     count, lanes = _layout(settings, first)
-    replicas = [first] + [replace(first, module=copy.deepcopy(first.module)) for _ in range(count * lanes - 1)]
+    replicas = [first] + [first.replica() for _ in range(count * lanes - 1)]
     if len(replicas) > 1:
         logger.info("model %s: %d workers of %d lanes on %s", spec.name, count, lanes, device)
     max_rows = spec.max_batch_rows or settings.max_batch_rows
