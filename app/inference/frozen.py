@@ -49,6 +49,7 @@ class _Scores(nn.Module):
 
 
 def wanted(spec: ModelSpec, device: torch.device) -> bool:
+    """Whether the catalog entry's predictions on `device` should run a frozen graph."""
     if spec.predict_graph == "auto":
         return device.type == "cpu" and spec.precision == "fp32" and not spec.compile
     return spec.predict_graph == "frozen"

@@ -72,6 +72,22 @@ def test_eager_and_other_precisions_keep_the_eager_module() -> None:
         torch.testing.assert_close(forced.predict(x), forced.module(x), rtol=2e-2, atol=2e-2)
 
 
+def test_building_the_graph_leaves_the_served_module_as_it_was() -> None:
+    model = load_model(SPECS["shapes"], CPU)
+    module = model.module
+    before = {name: (tensor.clone(), tensor.data_ptr()) for name, tensor in module.state_dict().items()}
+    probe = _inputs(SPECS["shapes"], 2)
+    with torch.inference_mode():
+        expected = module(probe)
+    graph = frozen_scores(SPECS["shapes"], module.net, module.mean, module.std, torch.float32, probe, expected)
+    assert graph is not None
+    after = module.state_dict()
+    assert after.keys() == before.keys()
+    for name, (tensor, pointer) in before.items():
+        assert torch.equal(after[name], tensor) and after[name].data_ptr() == pointer, name
+    assert isinstance(module.net.get_submodule("features.0"), nn.Conv2d)  # not a scripted module in its place
+
+
 def test_a_replica_has_its_own_frozen_graph_computing_the_same() -> None:
     first = load_model(SPECS["shapes"], CPU)
     second = first.replica()
