@@ -22,7 +22,7 @@ from torch import nn
 from app.errors import CatalogError, InvalidInput
 from app.inference.catalog import ModelSpec
 from app.inference.facts import PROBE_ROWS, ModelFacts, probe
-from app.inference.frozen import frozen_scores
+from app.inference.frozen import frozen_scores, wanted
 from app.inference.served import Standardized, folded, memory_format_for
 
 logger = logging.getLogger(__name__)
@@ -227,7 +227,10 @@ def load_model(spec: ModelSpec, device: torch.device) -> LoadedModel:
 
 
 def _frozen(spec: ModelSpec, module: Standardized) -> torch.jit.ScriptModule | None:
-    """The frozen prediction graph of `module`'s net, checked against `module` on a typical batch."""
+    """The frozen prediction graph of `module`'s net, checked against `module` on a typical batch
+    (that forward only where the graph is wanted)."""
+    if not wanted(spec, module.mean.device):
+        return None
     probe_rows = typical_input(spec, batch=2).to(module.mean.device)
     with torch.inference_mode():
         expected = module(probe_rows)
