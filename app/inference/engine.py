@@ -100,17 +100,17 @@ def _split(array: NDArray[np.float32], sizes: Sequence[int]) -> list[NDArray[np.
     return np.split(array, np.cumsum(sizes)[:-1])
 
 
-def _predicted_scores(model: LoadedModel, x: torch.Tensor, max_rows: int, frozen: bool = False) -> torch.Tensor:
-    """Scores of every row, at most `max_rows` rows through the model at once; `frozen`: through
-    the frozen prediction graph where the model has one (the targets of an attribution come from the
-    eager module its gradients are of)."""
+def _outputs(model: LoadedModel, x: torch.Tensor, max_rows: int, frozen: bool = False) -> torch.Tensor:
+    """The model's outputs for every row, at most `max_rows` rows through it at once; `frozen`:
+    through the frozen prediction graph where the model has one (the targets of an attribution
+    come from the eager module its gradients are of)."""
     forward = model.predict if frozen else model.module
     chunks = []
-    with torch.inference_mode():
+    with torch.no_grad():
         for i in range(0, x.shape[0], max_rows):
             checkpoint()
             chunks.append(forward(x[i : i + max_rows]))
-        return scores_from_outputs(model, torch.cat(chunks))
+        return torch.cat(chunks)
 
 
 def _not_finite(what: str, index: int) -> InvalidInput:
@@ -155,7 +155,8 @@ def run_batch(model: LoadedModel, work: Sequence[Work], max_rows: int) -> list[R
     sizes = [item.inputs.shape[0] for item in work]
     x = _to_device(model, [item.inputs for item in work])
     if isinstance(work[0], PredictWork):
-        host = _predicted_scores(model, x, max_rows, frozen=True).float().cpu().numpy()
+        with torch.no_grad():
+            host = scores_from_outputs(model, _outputs(model, x, max_rows, frozen=True)).float().cpu().numpy()
         return [_finite_or_error(PredictResult(s), ("output", s)) for s in _split(host, sizes)]
     first = work[0]
     if not all(isinstance(w, ExplainWork) and w.method == first.method and w.params == first.params
@@ -173,9 +174,10 @@ def run_batch(model: LoadedModel, work: Sequence[Work], max_rows: int) -> list[R
             raise InternalError(f"{first.method} ran {outputs.shape[0]} forward rows for {x.shape[0]}")
         scores = scores_from_outputs(model, outputs)
     else:
-        scores = _predicted_scores(model, x, max_rows)
+        outputs = _outputs(model, x, max_rows)
+        scores = scores_from_outputs(model, outputs)
         with torch.enable_grad():
-            out = _attributed(method.attribute(TargetScalar(model), x.clone(),
+            out = _attributed(method.attribute(TargetScalar(model, batch_outputs=outputs), x.clone(),
                                                resolve_predicted(model, requested, scores), first.params, max_rows))
     targets = resolve_predicted(model, requested, scores)
     if out.attr.shape[0] != x.shape[0]:

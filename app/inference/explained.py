@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
-from app.errors import InvalidInput
+from app.errors import InternalError, InvalidInput
 from app.inference.interrupt import checkpoint
 from app.inference.loading import LoadedModel
 
@@ -53,7 +53,7 @@ class TargetScalar(nn.Module):
     abandoned work stops (`app.inference.interrupt`).
     """
 
-    def __init__(self, model: LoadedModel, record: bool = False):
+    def __init__(self, model: LoadedModel, record: bool = False, batch_outputs: torch.Tensor | None = None):
         super().__init__()
         self.model = model
         self.module = model.module
@@ -62,6 +62,9 @@ class TargetScalar(nn.Module):
         self.probabilities = model.output_kind == "probabilities"
         self.record = record
         self.outputs: list[torch.Tensor] = []
+        self.batch_outputs = batch_outputs
+        """The module's outputs on the batch's inputs, where the caller has them already (the
+        predictions' forward): `endpoints` takes F(x) from them instead of another forward."""
 
     def forward(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         checkpoint()
@@ -70,6 +73,10 @@ class TargetScalar(nn.Module):
             kept = out.detach()
             self.outputs.append(kept)
             targets = resolve_predicted(self.model, targets, scores_from_outputs(self.model, kept))
+        return self.pick(out, targets)
+
+    def pick(self, out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per row, the output `out` (the module's) gives for that row's target."""
         if self.binary:
             value = out[:, 0]
             other = 1.0 - value if self.probabilities else -value
@@ -77,6 +84,30 @@ class TargetScalar(nn.Module):
         if self.single:
             return out[:, 0]
         return out.gather(1, targets.view(-1, 1)).squeeze(1)
+
+    def endpoints(self, x: torch.Tensor, baseline: torch.Tensor | float, targets: torch.Tensor,
+                  max_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """F(x) and F(baseline) per row, the two ends of a convergence delta, for the batch's inputs
+        `x`: F(x) from `batch_outputs` where given, F of a number baseline (the same input for every
+        row) from the model's `constant_output`, at most `max_rows` rows per forward otherwise. Captum's own delta runs
+        both forwards for every chunk of rows it attributes, a dear one-row forward each per image."""
+        with torch.no_grad():
+            end_out = self.batch_outputs if self.batch_outputs is not None else _chunked(self.module, x, max_rows)
+            if end_out.shape[0] != x.shape[0]:
+                raise InternalError(f"outputs of {end_out.shape[0]} rows given for a batch of {x.shape[0]}")
+            if isinstance(baseline, torch.Tensor):
+                start_out = _chunked(self.module, baseline, max_rows)
+            else:
+                start_out = self.model.constant_output(baseline).expand(x.shape[0], -1)
+            return self.pick(end_out, targets), self.pick(start_out, targets)
+
+
+def _chunked(module: nn.Module, x: torch.Tensor, max_rows: int) -> torch.Tensor:
+    parts = []
+    for i in range(0, x.shape[0], max_rows):
+        checkpoint()
+        parts.append(module(x[i : i + max_rows]))
+    return torch.cat(parts)
 
 
 def blurred(x: torch.Tensor) -> torch.Tensor:

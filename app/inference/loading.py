@@ -12,7 +12,7 @@ import importlib
 import logging
 import sys
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +28,8 @@ from app.inference.served import Standardized, folded, memory_format_for
 logger = logging.getLogger(__name__)
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+CONSTANT_OUTPUTS_KEPT = 16
+"""How many number baselines' outputs a replica keeps (`LoadedModel.constant_output`)."""
 
 
 @dataclass
@@ -45,14 +47,28 @@ class LoadedModel:
     predictor: torch.jit.ScriptModule | None = None
     """The frozen graph predictions run where there is one (app/inference/frozen.py), else `module`."""
 
+    constant_outputs: dict[float, torch.Tensor] = field(default_factory=dict, compare=False, repr=False)
+    """`constant_output`'s answers so far, by the number."""
+
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """The served function's outputs for `x`, without gradients (call in inference mode)."""
+        """The served function's outputs for `x`, without gradients (call under `torch.no_grad`)."""
         return self.predictor(x) if self.predictor is not None else self.module(x)
+
+    def constant_output(self, value: float) -> torch.Tensor:
+        """The module's outputs (1 x outputs) for the input that is `value` everywhere (a number
+        baseline's), computed once for each of the first `CONSTANT_OUTPUTS_KEPT` numbers asked."""
+        out = self.constant_outputs.get(value)
+        if out is None:
+            with torch.no_grad():
+                out = self.module(torch.full((1, *self.facts.input_shape), value, device=self.device))
+            if len(self.constant_outputs) < CONSTANT_OUTPUTS_KEPT:
+                self.constant_outputs[value] = out
+        return out
 
     def replica(self) -> LoadedModel:
         """Another resident copy (weights and frozen graph its own), for another lane or worker."""
         module = copy.deepcopy(self.module)
-        return replace(self, module=module, predictor=_frozen(self.spec, module))
+        return replace(self, module=module, predictor=_frozen(self.spec, module), constant_outputs={})
 
     def layer(self, path: str) -> nn.Module:
         return self.module.get_submodule(path)

@@ -13,8 +13,8 @@ from pydantic import Field, ModelWrapValidatorHandler, PlainValidator, WithJsonS
 from app.errors import InvalidInput
 from app.inference.explained import TargetScalar, baseline_for, check_baseline
 from app.inference.facts import ModelFacts
-from app.inference.methods.base import Attributed, Attribution, Method, chunk, in_chunks, per_row, summed
-from app.inference.methods.refine import DEFAULT_MAX_STEPS, DEFAULT_TOLERANCE, auto_passes, refined
+from app.inference.methods.base import Attributed, Attribution, Method, chunk, per_row, summed
+from app.inference.methods.refine import DEFAULT_MAX_STEPS, DEFAULT_TOLERANCE, at_steps, auto_passes, refined
 from app.inference.params import Baseline, MethodParams, Runs, Seed
 
 _BOTH = frozenset({"tabular", "image"})
@@ -90,17 +90,13 @@ def _integrated_gradients(forward: TargetScalar, x: torch.Tensor, targets: torch
                           prm: IntegratedGradientsParams, max_rows: int) -> Attribution | Attributed:
     if prm.n_steps == "auto":
         return refined(forward, x, targets, prm, max_rows)
-    steps = prm.n_steps
     ig = summed(IntegratedGradients(forward))
-
-    def run(xs: torch.Tensor, ts: torch.Tensor) -> Attribution:
-        attr, delta = ig.attribute(
-            xs, baselines=baseline_for(forward.model, xs, prm.baseline), additional_forward_args=(ts,),
-            n_steps=steps, method=prm.method,
-            internal_batch_size=chunk(xs.shape[0], steps, max_rows), return_convergence_delta=True)
-        return attr, delta
-
-    return in_chunks(run, x, targets, max_rows)
+    baseline = baseline_for(forward.model, x, prm.baseline)
+    attr = at_steps(ig, x, baseline, targets, prm.n_steps, prm.method, max_rows)
+    # Captum's delta (sum of attributions - (F(x) - F(baseline))), its two forwards run once for the
+    # batch instead of for each chunk of rows, F(x) from the predictions' forward.
+    end, start = forward.endpoints(x, baseline, targets, max_rows)
+    return attr, attr.reshape(x.shape[0], -1).sum(dim=1) - (end - start)
 
 
 def _ig_defaults(facts: ModelFacts) -> dict[str, Any]:

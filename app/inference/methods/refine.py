@@ -6,8 +6,8 @@ up to `max_steps`) on the rows still open, all of the batch's open rows together
 most `max_rows` scaled inputs. A row stops at the first level whose convergence delta
 (sum(attributions) - (F(x) - F(baseline))) is within the tolerance; its answer is that level's
 attribution, exactly what Captum gives at that many steps. F(x) and F(baseline) are computed once
-and serve every level. Gauss-Legendre nodes do not nest, so a level reuses no gradient of the
-previous one; the nested Riemann rules could, but at a tolerance of 1% on the demo models they
+(`TargetScalar.endpoints`) and serve every level. Gauss-Legendre nodes do not nest, so a level
+reuses no gradient of the previous one; the nested Riemann rules could, but at a tolerance of 1% on the demo models they
 need 3-5x more steps than Gauss-Legendre restarting (docs/api.md, "Integrated gradients to a
 tolerance"), so every rule restarts.
 """
@@ -54,23 +54,16 @@ def bound(tolerance: float, end: torch.Tensor, start: torch.Tensor) -> torch.Ten
     return tolerance * torch.clamp(torch.maximum(gap, floor), min=TINY)
 
 
-def _outputs(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor, max_rows: int) -> torch.Tensor:
-    parts = []
-    with torch.no_grad():
-        for i in range(0, x.shape[0], max_rows):
-            parts.append(forward(x[i : i + max_rows], targets[i : i + max_rows]))
-    return torch.cat(parts)
-
-
-def _at_steps(ig: IntegratedGradients, x: torch.Tensor, base: torch.Tensor, targets: torch.Tensor,
-              steps: int, rule: str, max_rows: int) -> torch.Tensor:
+def at_steps(ig: IntegratedGradients, x: torch.Tensor, base: torch.Tensor | float, targets: torch.Tensor,
+             steps: int, rule: str, max_rows: int) -> torch.Tensor:
     """Captum's IG at `steps` for these rows, at most `max_rows` rows (x steps, by Captum) per forward."""
     parts = []
     for i in range(0, x.shape[0], max_rows):
         checkpoint()
-        xs = x[i : i + max_rows]
-        parts.append(ig.attribute(xs, baselines=base[i : i + max_rows],
-                                  additional_forward_args=(targets[i : i + max_rows],), n_steps=steps, method=rule,
+        rows = slice(i, i + max_rows)
+        xs = x[rows]
+        parts.append(ig.attribute(xs, baselines=base[rows] if isinstance(base, torch.Tensor) else base,
+                                  additional_forward_args=(targets[rows],), n_steps=steps, method=rule,
                                   internal_batch_size=chunk(xs.shape[0], steps, max_rows)))
     return torch.cat(parts)
 
@@ -78,10 +71,8 @@ def _at_steps(ig: IntegratedGradients, x: torch.Tensor, base: torch.Tensor, targ
 def refined(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor, prm: Any, max_rows: int) -> Attributed:
     """Integrated gradients at the fewest levels' steps that meet `prm.tolerance` per row."""
     ig = summed(IntegratedGradients(forward))
-    chosen = baseline_for(forward.model, x, prm.baseline)
-    base = chosen if isinstance(chosen, torch.Tensor) else torch.full_like(x, chosen)
-    end = _outputs(forward, x, targets, max_rows)
-    start = _outputs(forward, base, targets, max_rows)
+    base = baseline_for(forward.model, x, prm.baseline)
+    end, start = forward.endpoints(x, base, targets, max_rows)
     limit = bound(prm.tolerance, end, start)
     attr = torch.zeros_like(x)
     delta = torch.zeros_like(end)
@@ -90,7 +81,8 @@ def refined(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor, prm: 
     todo = torch.arange(x.shape[0], device=x.device)
     for steps in levels(prm.max_steps):
         rows = todo
-        attr_rows = _at_steps(ig, x[rows], base[rows], targets[rows], steps, prm.method, max_rows)
+        attr_rows = at_steps(ig, x[rows], base[rows] if isinstance(base, torch.Tensor) else base, targets[rows],
+                             steps, prm.method, max_rows)
         attr[rows] = attr_rows
         delta[rows] = attr_rows.reshape(rows.shape[0], -1).sum(dim=1) - (end[rows] - start[rows])
         used[rows] = steps
