@@ -88,9 +88,10 @@ class TargetScalar(nn.Module):
     def endpoints(self, x: torch.Tensor, baseline: torch.Tensor | float, targets: torch.Tensor,
                   max_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
         """F(x) and F(baseline) per row, the two ends of a convergence delta, for the batch's inputs
-        `x`: F(x) from `batch_outputs` where given, F of a number baseline (the same input for every
-        row) from the model's `constant_output`, at most `max_rows` rows per forward otherwise. Captum's own delta runs
-        both forwards for every chunk of rows it attributes, a dear one-row forward each per image."""
+        `x`: F(x) from `batch_outputs` where given, F of a number baseline (the same input for
+        every row) from the model's `constant_output`, at most `max_rows` rows per forward
+        otherwise. (Captum's `return_convergence_delta` runs both forwards again for every chunk of
+        rows it attributes: one-row forwards for a request of one image.)"""
         with torch.no_grad():
             end_out = self.batch_outputs if self.batch_outputs is not None else _chunked(self.module, x, max_rows)
             if end_out.shape[0] != x.shape[0]:
@@ -100,6 +101,13 @@ class TargetScalar(nn.Module):
             else:
                 start_out = self.model.constant_output(baseline).expand(x.shape[0], -1)
             return self.pick(end_out, targets), self.pick(start_out, targets)
+
+    def delta(self, attr: torch.Tensor, x: torch.Tensor, baseline: torch.Tensor | float, targets: torch.Tensor,
+              max_rows: int) -> torch.Tensor:
+        """Captum's convergence delta of `attr` from `baseline` to the batch's inputs `x`:
+        sum(attributions) - (F(x) - F(baseline)) per row, its ends from `endpoints`."""
+        end, start = self.endpoints(x, baseline, targets, max_rows)
+        return attr.reshape(x.shape[0], -1).sum(dim=1) - (end - start)
 
 
 def _chunked(module: nn.Module, x: torch.Tensor, max_rows: int) -> torch.Tensor:

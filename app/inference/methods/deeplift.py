@@ -21,7 +21,7 @@ from pydantic import Field
 from app.inference.explained import TargetScalar, baseline_for
 from app.inference.facts import ModelFacts
 from app.inference.interrupt import checkpoint
-from app.inference.methods.base import Attributed, Attribution, Method, grad_leaf, in_chunks, per_row
+from app.inference.methods.base import Attributed, Attribution, Method, grad_leaf, per_row
 from app.inference.methods.integrated import check_baseline_fits
 from app.inference.params import Baseline, MethodParams, Runs, Seed
 
@@ -45,18 +45,22 @@ class DeepLiftParams(MethodParams):
 def _deeplift(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor,
               prm: DeepLiftParams, max_rows: int) -> Attribution:
     deeplift = DeepLift(forward)
-
-    def run(xs: torch.Tensor, ts: torch.Tensor) -> Attribution:
-        attr, delta = deeplift.attribute(grad_leaf(xs), baselines=baseline_for(forward.model, xs, prm.baseline),
-                                         additional_forward_args=(ts,), return_convergence_delta=True)
-        return attr, delta
-
-    return in_chunks(run, x, targets, max(1, max_rows // 2))  # each forward carries inputs and baselines
+    baseline = baseline_for(forward.model, x, prm.baseline)
+    step = max(1, max_rows // 2)  # each forward carries inputs and baselines
+    parts = []
+    for i in range(0, x.shape[0], step):
+        checkpoint()
+        rows = slice(i, i + step)
+        parts.append(deeplift.attribute(grad_leaf(x[rows]), additional_forward_args=(targets[rows],),
+                                        baselines=baseline[rows] if isinstance(baseline, torch.Tensor) else baseline))
+    attr = torch.cat(parts)
+    # Captum computes the delta with its hooks removed: the served function's F(x) - F(baseline).
+    return attr, forward.delta(attr, x, baseline, targets, max_rows)
 
 
 DEEPLIFT = Method("deeplift", _BOTH, DeepLiftParams, _deeplift, passes=lambda prm, shape: 4, reports_delta=True,
                   fits=_fits, check=check_baseline_fits, pixel_level=True)
-"""Passes: the input and its baseline forward and backward, and the two forwards of the delta."""
+"""Passes: the input and its baseline forward and backward, and the delta's two ends (at most)."""
 
 
 class DeepLiftShapParams(MethodParams):

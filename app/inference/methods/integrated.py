@@ -93,10 +93,7 @@ def _integrated_gradients(forward: TargetScalar, x: torch.Tensor, targets: torch
     ig = summed(IntegratedGradients(forward))
     baseline = baseline_for(forward.model, x, prm.baseline)
     attr = at_steps(ig, x, baseline, targets, prm.n_steps, prm.method, max_rows)
-    # Captum's delta (sum of attributions - (F(x) - F(baseline))), its two forwards run once for the
-    # batch instead of for each chunk of rows, F(x) from the predictions' forward.
-    end, start = forward.endpoints(x, baseline, targets, max_rows)
-    return attr, attr.reshape(x.shape[0], -1).sum(dim=1) - (end - start)
+    return attr, forward.delta(attr, x, baseline, targets, max_rows)
 
 
 def _ig_defaults(facts: ModelFacts) -> dict[str, Any]:

@@ -7,9 +7,9 @@ most `max_rows` scaled inputs. A row stops at the first level whose convergence 
 (sum(attributions) - (F(x) - F(baseline))) is within the tolerance; its answer is that level's
 attribution, exactly what Captum gives at that many steps. F(x) and F(baseline) are computed once
 (`TargetScalar.endpoints`) and serve every level. Gauss-Legendre nodes do not nest, so a level
-reuses no gradient of the previous one; the nested Riemann rules could, but at a tolerance of 1% on the demo models they
-need 3-5x more steps than Gauss-Legendre restarting (docs/api.md, "Integrated gradients to a
-tolerance"), so every rule restarts.
+reuses no gradient of the previous one; the nested Riemann rules could, but at a tolerance of 1%
+on the demo models they need 3-5x more steps than Gauss-Legendre restarting (docs/api.md,
+"Integrated gradients to a tolerance"), so every rule restarts.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The explained function's convergence-delta ends (`TargetScalar.endpoints`) and the number
-baselines' outputs a replica keeps (`LoadedModel.constant_output`): an integrated-gradients batch
-takes F(x) from the predictions' forward and F(baseline) for a number baseline from one forward
-per replica, and its deltas are still Captum's.
+baselines' outputs a replica keeps (`LoadedModel.constant_output`): an integrated-gradients or
+DeepLift batch takes F(x) from the predictions' forward and F(baseline) for a number baseline from
+one forward per replica, and its deltas are still Captum's.
 
 References: the module applied to each row alone, and Captum's own `return_convergence_delta` on
 each instance alone. Batching changes float32 summation order: deltas agree within 1e-4 of the
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from captum.attr import IntegratedGradients
+from captum.attr import DeepLift, IntegratedGradients
 
 from app.errors import InternalError
 from app.inference.catalog import load_catalog
@@ -97,28 +97,39 @@ def test_a_number_baselines_output_is_computed_once_per_replica_and_kept_for_a_f
     assert copy.constant_outputs == {} and model.constant_outputs
 
 
+def _captum(model: LoadedModel, method: str, x: torch.Tensor, base: torch.Tensor | float, target: torch.Tensor,
+            steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Captum's own attribution and delta for one instance."""
+    if method == "integrated_gradients":
+        return IntegratedGradients(TargetScalar(model)).attribute(  # type: ignore[no-any-return]
+            x, baselines=base, additional_forward_args=(target,), n_steps=steps, return_convergence_delta=True)
+    return DeepLift(TargetScalar(model)).attribute(  # type: ignore[no-any-return]
+        x.requires_grad_(), baselines=base, additional_forward_args=(target,), return_convergence_delta=True)
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "deeplift"])
 @pytest.mark.parametrize("baseline", ["zeros", 0.5, "blur"])
-def test_an_integrated_gradients_batch_forwards_its_inputs_once_and_keeps_captums_deltas(baseline: object) -> None:
+def test_a_batch_forwards_its_inputs_once_and_keeps_captums_deltas(method: str, baseline: object) -> None:
     model = load_model(SPECS["shapes"], CPU)
     steps, count = 8, 3
-    prm = METHODS["integrated_gradients"].params.model_validate({"n_steps": steps, "baseline": baseline})
-    work = [ExplainWork(image, (None,), "integrated_gradients", prm) for image in _images(count, seed=3)]
+    prm = METHODS[method].params.model_validate(
+        {"baseline": baseline, **({"n_steps": steps} if method == "integrated_gradients" else {})})
+    work = [ExplainWork(image, (None,), method, prm) for image in _images(count, seed=3)]
     constant = not isinstance(baseline, str) or baseline == "zeros"
+    attributed = count * steps if method == "integrated_gradients" else 2 * count  # DeepLift: inputs and baselines
     for batch in range(2):
         with _rows_forwarded(model) as rows:
             results = run_batch(model, work, max_rows=64)
-        # The predictions' forward (its outputs are F(x)), the steps, and F(baseline): one row for
-        # a number on the replica's first batch, none after; every row's own baseline otherwise.
+        # The predictions' forward (its outputs are F(x)), the attribution's, and F(baseline): one
+        # row for a number on the replica's first batch, none after; every row's own baseline otherwise.
         baseline_rows = (1 if batch == 0 else 0) if constant else count
-        assert sorted(rows) == sorted([count, count * steps] + ([baseline_rows] if baseline_rows else []))
+        assert sorted(rows) == sorted([count, attributed] + ([baseline_rows] if baseline_rows else []))
     for item, result in zip(work, results, strict=True):
         assert isinstance(result, ExplainResult) and result.deltas is not None
         x = torch.from_numpy(item.inputs).permute(0, 3, 1, 2).float().div(255.0)
         base = blurred(x) if baseline == "blur" else (0.0 if baseline == "zeros" else float(baseline))  # type: ignore[arg-type]
-        target = torch.from_numpy(result.targets)
-        attr, delta = IntegratedGradients(TargetScalar(model)).attribute(
-            x, baselines=base, additional_forward_args=(target,), n_steps=steps, return_convergence_delta=True)
+        attr, delta = (t.detach() for t in _captum(model, method, x, base, torch.from_numpy(result.targets), steps))
         scale = float(attr.abs().sum()) + float(delta.abs().sum()) + 1e-6
-        np.testing.assert_allclose(result.attributions, attr.detach().numpy(), rtol=1e-4,
+        np.testing.assert_allclose(result.attributions, attr.numpy(), rtol=1e-4,
                                    atol=1e-5 * float(attr.abs().max()))
-        np.testing.assert_allclose(result.deltas, delta.detach().numpy(), rtol=0, atol=1e-4 * scale)
+        np.testing.assert_allclose(result.deltas, delta.numpy(), rtol=0, atol=1e-4 * scale)
