@@ -12,9 +12,14 @@ from numpy.typing import NDArray
 
 from app.errors import ErrorItem, InternalError, InvalidInput
 from app.inference import faithfulness
-from app.inference.explained import TargetScalar, requested_targets, resolve_predicted, scores_from_outputs
+from app.inference.explained import (
+    TargetScalar,
+    chunked_outputs,
+    requested_targets,
+    resolve_predicted,
+    scores_from_outputs,
+)
 from app.inference.inputs import ModelArray, instance_shape
-from app.inference.interrupt import checkpoint
 from app.inference.loading import LoadedModel
 from app.inference.methods import METHODS
 from app.inference.methods.base import Attributed
@@ -104,13 +109,8 @@ def _outputs(model: LoadedModel, x: torch.Tensor, max_rows: int, frozen: bool = 
     """The model's outputs for every row, at most `max_rows` rows through it at once; `frozen`:
     through the frozen prediction graph where the model has one (the targets of an attribution
     come from the eager module its gradients are of)."""
-    forward = model.predict if frozen else model.module
-    chunks = []
     with torch.no_grad():
-        for i in range(0, x.shape[0], max_rows):
-            checkpoint()
-            chunks.append(forward(x[i : i + max_rows]))
-        return torch.cat(chunks)
+        return chunked_outputs(model.predict if frozen else model.module, x, max_rows)
 
 
 def _not_finite(what: str, index: int) -> InvalidInput:
@@ -155,8 +155,7 @@ def run_batch(model: LoadedModel, work: Sequence[Work], max_rows: int) -> list[R
     sizes = [item.inputs.shape[0] for item in work]
     x = _to_device(model, [item.inputs for item in work])
     if isinstance(work[0], PredictWork):
-        with torch.no_grad():
-            host = scores_from_outputs(model, _outputs(model, x, max_rows, frozen=True)).float().cpu().numpy()
+        host = scores_from_outputs(model, _outputs(model, x, max_rows, frozen=True)).float().cpu().numpy()
         return [_finite_or_error(PredictResult(s), ("output", s)) for s in _split(host, sizes)]
     first = work[0]
     if not all(isinstance(w, ExplainWork) and w.method == first.method and w.params == first.params

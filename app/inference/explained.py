@@ -4,7 +4,7 @@ place where "the predicted class" is resolved, and the baselines attribution sta
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -93,11 +93,13 @@ class TargetScalar(nn.Module):
         otherwise. (Captum's `return_convergence_delta` runs both forwards again for every chunk of
         rows it attributes: one-row forwards for a request of one image.)"""
         with torch.no_grad():
-            end_out = self.batch_outputs if self.batch_outputs is not None else _chunked(self.module, x, max_rows)
+            end_out = self.batch_outputs
+            if end_out is None:
+                end_out = chunked_outputs(self.module, x, max_rows)
             if end_out.shape[0] != x.shape[0]:
                 raise InternalError(f"outputs of {end_out.shape[0]} rows given for a batch of {x.shape[0]}")
             if isinstance(baseline, torch.Tensor):
-                start_out = _chunked(self.module, baseline, max_rows)
+                start_out = chunked_outputs(self.module, baseline, max_rows)
             else:
                 start_out = self.model.constant_output(baseline).expand(x.shape[0], -1)
             return self.pick(end_out, targets), self.pick(start_out, targets)
@@ -106,16 +108,26 @@ class TargetScalar(nn.Module):
               max_rows: int) -> torch.Tensor:
         """Captum's convergence delta of `attr` from `baseline` to the batch's inputs `x`:
         sum(attributions) - (F(x) - F(baseline)) per row, its ends from `endpoints`."""
-        end, start = self.endpoints(x, baseline, targets, max_rows)
-        return attr.reshape(x.shape[0], -1).sum(dim=1) - (end - start)
+        return convergence_delta(attr, *self.endpoints(x, baseline, targets, max_rows))
 
 
-def _chunked(module: nn.Module, x: torch.Tensor, max_rows: int) -> torch.Tensor:
+def convergence_delta(attr: torch.Tensor, end: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+    """Captum's convergence delta per row: sum(attributions) - (F(x) - F(baseline))."""
+    return attr.reshape(attr.shape[0], -1).sum(dim=1) - (end - start)
+
+
+def chunked_outputs(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, max_rows: int) -> torch.Tensor:
+    """`forward` of every row of `x`, at most `max_rows` rows at once (a checkpoint before each)."""
     parts = []
     for i in range(0, x.shape[0], max_rows):
         checkpoint()
-        parts.append(module(x[i : i + max_rows]))
+        parts.append(forward(x[i : i + max_rows]))
     return torch.cat(parts)
+
+
+def baseline_rows(baseline: torch.Tensor | float, rows: slice | torch.Tensor) -> torch.Tensor | float:
+    """A baseline for these rows of the batch (a number serves every row)."""
+    return baseline[rows] if isinstance(baseline, torch.Tensor) else baseline
 
 
 def blurred(x: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ from captum.attr import DeepLift
 from captum.attr._core.deep_lift import SUPPORTED_NON_LINEAR
 from pydantic import Field
 
-from app.inference.explained import TargetScalar, baseline_for
+from app.inference.explained import TargetScalar, baseline_for, baseline_rows
 from app.inference.facts import ModelFacts
 from app.inference.interrupt import checkpoint
 from app.inference.methods.base import Attributed, Attribution, Method, grad_leaf, per_row
@@ -51,8 +51,8 @@ def _deeplift(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor,
     for i in range(0, x.shape[0], step):
         checkpoint()
         rows = slice(i, i + step)
-        parts.append(deeplift.attribute(grad_leaf(x[rows]), additional_forward_args=(targets[rows],),
-                                        baselines=baseline[rows] if isinstance(baseline, torch.Tensor) else baseline))
+        parts.append(deeplift.attribute(grad_leaf(x[rows]), baselines=baseline_rows(baseline, rows),
+                                        additional_forward_args=(targets[rows],)))
     attr = torch.cat(parts)
     # Captum computes the delta with its hooks removed: the served function's F(x) - F(baseline).
     return attr, forward.delta(attr, x, baseline, targets, max_rows)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from captum.attr import IntegratedGradients
 
-from app.inference.explained import TargetScalar, baseline_for
+from app.inference.explained import TargetScalar, baseline_for, baseline_rows, convergence_delta
 from app.inference.interrupt import checkpoint
 from app.inference.methods.base import Attributed, chunk, summed
 
@@ -62,7 +62,7 @@ def at_steps(ig: IntegratedGradients, x: torch.Tensor, base: torch.Tensor | floa
         checkpoint()
         rows = slice(i, i + max_rows)
         xs = x[rows]
-        parts.append(ig.attribute(xs, baselines=base[rows] if isinstance(base, torch.Tensor) else base,
+        parts.append(ig.attribute(xs, baselines=baseline_rows(base, rows),
                                   additional_forward_args=(targets[rows],), n_steps=steps, method=rule,
                                   internal_batch_size=chunk(xs.shape[0], steps, max_rows)))
     return torch.cat(parts)
@@ -81,10 +81,9 @@ def refined(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor, prm: 
     todo = torch.arange(x.shape[0], device=x.device)
     for steps in levels(prm.max_steps):
         rows = todo
-        attr_rows = at_steps(ig, x[rows], base[rows] if isinstance(base, torch.Tensor) else base, targets[rows],
-                             steps, prm.method, max_rows)
+        attr_rows = at_steps(ig, x[rows], baseline_rows(base, rows), targets[rows], steps, prm.method, max_rows)
         attr[rows] = attr_rows
-        delta[rows] = attr_rows.reshape(rows.shape[0], -1).sum(dim=1) - (end[rows] - start[rows])
+        delta[rows] = convergence_delta(attr_rows, end[rows], start[rows])
         used[rows] = steps
         met = delta[rows].abs() <= limit[rows]
         converged[rows[met]] = True
