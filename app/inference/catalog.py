@@ -87,6 +87,11 @@ class ModelSpec(_Strict):
     """The layout of an image model's weights and activations: `auto` is channels_last for a
     convolutional net (Conv2d modules) on the CPU, where oneDNN's kernels run 1.4-4x faster in it
     (bench/results/history.md), and contiguous elsewhere."""
+    conv_input_grad: Literal["auto", "subpixel", "native"] = "auto"
+    """How the input gradient of a strided Conv2d with few input channels (an image net's first
+    conv) is computed: `subpixel` as one stride-1 convolution and a pixel interleave
+    (app/inference/subpixel.py), `native` by the conv's own backward; `auto` is `subpixel` on the
+    CPU, where oneDNN's native one costs 2.5-6x the forward (bench/results/history.md)."""
     predict_graph: Literal["auto", "frozen", "eager"] = "auto"
     """What predictions run: a frozen graph of the served function (app/inference/frozen.py; `auto`:
     float32 on the CPU where the net can be scripted) or the eager module attributions run."""

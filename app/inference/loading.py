@@ -23,7 +23,7 @@ from app.errors import CatalogError, InvalidInput
 from app.inference.catalog import ModelSpec
 from app.inference.facts import PROBE_ROWS, ModelFacts, probe
 from app.inference.frozen import frozen_scores, wanted
-from app.inference.served import Standardized, folded, memory_format_for
+from app.inference.served import Standardized, folded, memory_format_for, subpixel_gradients
 
 logger = logging.getLogger(__name__)
 
@@ -226,6 +226,7 @@ def load_model(spec: ModelSpec, device: torch.device) -> LoadedModel:
         param.requires_grad_(False)
     output_kind = _infer_output_kind(spec, net)
     unfolded = folded(spec, net)
+    subpixel_gradients(spec, net, device)
     layout = memory_format_for(spec, net, device)
     net = net.to(device=device, dtype=dtype).to(memory_format=layout)
     unfolded = unfolded.to(device=device, dtype=dtype).to(memory_format=layout)

@@ -15,6 +15,7 @@ from app.errors import CatalogError
 from app.inference.catalog import ModelSpec
 from app.inference.facts import NET_PREFIX
 from app.inference.folding import Unfolded, fold_batchnorms
+from app.inference.subpixel import rewrite_strided_convs
 
 logger = logging.getLogger(__name__)
 
@@ -94,3 +95,17 @@ def folded(spec: ModelSpec, net: nn.Module) -> Unfolded:
         logger.info("model %s: %d BatchNorm layers folded into their convolutions", spec.name,
                     len(unfolded.norm_paths))
     return unfolded
+
+
+def subpixel_gradients(spec: ModelSpec, net: nn.Module, device: torch.device) -> list[str]:
+    """Strided convs with few input channels given the sub-pixel input gradient, in place (catalog
+    `conv_input_grad`; `auto`: on the CPU without `compile`, where it was measured); their paths.
+    Exported programs and TorchScript archives are served as they are."""
+    wanted = (spec.conv_input_grad == "subpixel"
+              or (spec.conv_input_grad == "auto" and device.type == "cpu" and not spec.compile))
+    if not wanted or spec.format not in ("state_dict", "torchvision"):
+        return []
+    paths = rewrite_strided_convs(net)
+    if paths:
+        logger.info("model %s: sub-pixel input gradients for %s", spec.name, ", ".join(paths))
+    return paths

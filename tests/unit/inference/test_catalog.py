@@ -15,7 +15,7 @@ from torch import nn
 
 from app.config import Settings
 from app.errors import CatalogError
-from app.inference.catalog import ModelSpec, load_catalog
+from app.inference.catalog import ImageSpec, ModelSpec, TabularSpec, load_catalog
 from app.inference.loading import load_model
 from app.metrics import Metrics
 from app.runtime.model_entry import build_entry
@@ -515,3 +515,25 @@ def test_valid_methods_build(tmp_path: Path) -> None:
     finally:
         for worker in built.workers:
             worker.close()
+
+
+def _documented_keys(section: str | None) -> set[str]:
+    """The keys named in the first cell of the API reference's catalog table rows (`[models.image]`
+    rows for `section="image"`)."""
+    text = (Path(__file__).resolve().parents[3] / "docs" / "api.md").read_text()
+    keys: set[str] = set()
+    for line in text.splitlines():
+        if not line.startswith("| "):
+            continue
+        cell = line.split("|")[1]
+        row_section = re.match(r"\s*`\[models\.(\w+)\]`", cell)
+        if (row_section.group(1) if row_section else None) == section:
+            keys |= set(re.findall(r"`([a-z_]+)`", cell))
+    return keys
+
+
+def test_the_api_reference_documents_every_catalog_key() -> None:
+    entry = set(ModelSpec.model_fields) - {"catalog_dir", "tabular", "image"}  # catalog_dir is set by the loader
+    assert entry - _documented_keys(None) == set()
+    assert set(TabularSpec.model_fields) - _documented_keys("tabular") == set()
+    assert set(ImageSpec.model_fields) - _documented_keys("image") == set()
