@@ -76,11 +76,6 @@ def _key(path: str) -> str:
     return path.replace(".", ":")
 
 
-def _set(net: nn.Module, path: str, module: nn.Module) -> None:
-    parent, _, leaf = path.rpartition(".")
-    setattr(net.get_submodule(parent), leaf, module)
-
-
 class Unfolded(nn.Module):
     """The original conv and BatchNorm of each folded pair, kept to be swapped back in."""
 
@@ -102,13 +97,13 @@ class Unfolded(nn.Module):
         norm_path = self.norm_paths[conv_path]
         conv, norm = self.convs[_key(conv_path)], self.norms[_key(conv_path)]
         folded, identity = net.get_submodule(conv_path), net.get_submodule(norm_path)
-        _set(net, conv_path, conv)
-        _set(net, norm_path, norm)
+        net.set_submodule(conv_path, conv)
+        net.set_submodule(norm_path, norm)
         try:
             yield
         finally:
-            _set(net, conv_path, folded)
-            _set(net, norm_path, identity)
+            net.set_submodule(conv_path, folded)
+            net.set_submodule(norm_path, identity)
 
 
 def fold_batchnorms(net: nn.Module) -> Unfolded:
@@ -127,5 +122,5 @@ def fold_batchnorms(net: nn.Module) -> Unfolded:
         assert isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d)
         originals[conv_path] = (norm_path, copy.deepcopy(conv), norm)
         _fold(conv, norm)
-        _set(net, norm_path, nn.Identity().eval())
+        net.set_submodule(norm_path, nn.Identity().eval())
     return Unfolded(originals)

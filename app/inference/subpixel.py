@@ -18,19 +18,17 @@ gradient (N x C x H x W, contiguous: what the served module hands back to attrib
 
 Only the gradient changes: the forward is the conv's own, so outputs, predictions and frozen
 graphs are untouched (a scripted graph takes the plain branch). Used while gradients are recorded
-for inputs that need them and the weights do not (served weights never do).
+for inputs that need them and the weights do not (served weights never do). The phases' kernel is
+built from the weights once, when the conv is rewritten at load; served weights do not change.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-logger = logging.getLogger(__name__)
 
 _is_scripting = torch.jit.is_scripting  # type: ignore[attr-defined]  # torch.jit does not list it in __all__
 
@@ -146,14 +144,9 @@ class SubpixelGradConv2d(nn.Conv2d):
         return torch.is_grad_enabled() and x.requires_grad and weights_fixed and x.dim() == 4
 
 
-def _set(net: nn.Module, path: str, module: nn.Module) -> None:
-    parent, _, leaf = path.rpartition(".")
-    setattr(net.get_submodule(parent) if parent else net, leaf, module)
-
-
 def rewrite_strided_convs(net: nn.Module) -> list[str]:
     """Replace every eligible conv of `net` (in place) by its sub-pixel-gradient twin; their paths."""
     paths = [path for path, module in net.named_modules() if path and eligible(module)]
     for path in paths:
-        _set(net, path, SubpixelGradConv2d(net.get_submodule(path)))  # type: ignore[arg-type]
+        net.set_submodule(path, SubpixelGradConv2d(net.get_submodule(path)))  # type: ignore[arg-type]
     return paths
