@@ -85,10 +85,15 @@ def memory_format_for(spec: ModelSpec, net: nn.Module, device: torch.device) -> 
     return torch.channels_last if wanted else torch.contiguous_format
 
 
+REWRITTEN_FORMATS = ("state_dict", "torchvision")
+"""The formats whose nets are plain modules, rewritten at load (BatchNorm folding, sub-pixel
+gradients); exported programs and TorchScript archives are served as they are."""
+
+
 def folded(spec: ModelSpec, net: nn.Module) -> Unfolded:
     """BatchNorms folded into their convs (catalog `fold_batchnorm`); exported programs and
     TorchScript archives are served as they are."""
-    if not spec.fold_batchnorm or spec.format not in ("state_dict", "torchvision"):
+    if not spec.fold_batchnorm or spec.format not in REWRITTEN_FORMATS:
         return Unfolded({})
     unfolded = fold_batchnorms(net)
     if unfolded.norm_paths:
@@ -103,7 +108,7 @@ def subpixel_gradients(spec: ModelSpec, net: nn.Module, device: torch.device) ->
     Exported programs and TorchScript archives are served as they are."""
     wanted = (spec.conv_input_grad == "subpixel"
               or (spec.conv_input_grad == "auto" and device.type == "cpu" and not spec.compile))
-    if not wanted or spec.format not in ("state_dict", "torchvision"):
+    if not wanted or spec.format not in REWRITTEN_FORMATS:
         return []
     paths = rewrite_strided_convs(net)
     if paths:

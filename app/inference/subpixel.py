@@ -136,7 +136,7 @@ class SubpixelGradConv2d(nn.Conv2d):
             if self._subpixel_wanted(x):
                 out: torch.Tensor = _SubpixelInputGradient.apply(x, self)
                 return out
-        return self._conv_forward(x, self.weight, self.bias)
+        return self.plain(x)
 
     @torch.jit.unused
     def _subpixel_wanted(self, x: torch.Tensor) -> bool:
