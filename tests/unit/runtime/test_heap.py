@@ -33,8 +33,41 @@ _FAULTS = textwrap.dedent("""
 """)
 
 
-def _faults_per_batch(mode: str) -> float:
-    out = subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True)
+_THREAD_FAULTS = textwrap.dedent("""
+    import ctypes, resource, sys, threading
+    from app.runtime import heap
+    if sys.argv[1] == "retain":
+        assert heap.retain_freed()
+    elif sys.argv[1] == "no-pad":  # retain_freed's other settings, without the top pad
+        assert heap._MALLOPT(heap._M_MMAP_THRESHOLD, heap.MMAP_THRESHOLD_MAX)
+        assert heap._MALLOPT(heap._M_TRIM_THRESHOLD, heap._NEVER_TRIM)
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    SIZE = 12 << 20
+    def batch():  # eight 12 MiB activations (96 MiB: more than one of the arena's 64 MiB heaps)
+        blocks = [libc.malloc(SIZE) for _ in range(8)]
+        for block in blocks:
+            ctypes.memset(block, 1, SIZE)
+        for block in blocks:
+            libc.free(block)
+    faults = []
+    def worker():  # a thread: its blocks come from an arena of its own, not the main heap
+        for _ in range(2):
+            batch()
+        before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+        for _ in range(10):
+            batch()
+        faults.append((resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before) / 10)
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    print(faults[0])
+""")
+
+
+def _faults_per_batch(mode: str, script: str = _FAULTS) -> float:
+    out = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -45,6 +78,14 @@ def test_a_batch_reuses_the_pages_the_previous_one_freed() -> None:
     # (all but the 128 KiB glibc keeps at the top).
     assert _faults_per_batch("default") >= 10 * ((4 << 20) - (128 << 10)) // 4096
     assert _faults_per_batch("retain") < 100
+
+
+def test_a_threads_batch_reuses_the_heaps_of_its_arena() -> None:
+    # A thread's arena grows in 64 MiB heaps; without the top pad, the heap beyond the first is
+    # unmapped when its blocks are freed and mapped again, pages faulted in, by the next batch.
+    pages = 8 * (12 << 20) // 4096
+    assert _faults_per_batch("no-pad", _THREAD_FAULTS) >= pages // 4
+    assert _faults_per_batch("retain", _THREAD_FAULTS) < 100
 
 
 def test_trim_runs_where_the_c_library_is_glibc() -> None:
