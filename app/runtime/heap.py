@@ -42,7 +42,8 @@ THREAD_HEAP_BYTES = 2 * MMAP_THRESHOLD_MAX
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 """mallopt's parameter numbers (malloc.h)."""
 _NEVER_TRIM = 2**31 - 1
-"""mallopt takes an int: free memory at the top of a heap is returned only by malloc_trim."""
+"""mallopt takes an int: the main heap's free top is returned only by malloc_trim (a thread
+arena's free heaps stay mapped, the top pad being a heap's size)."""
 
 
 def _libc() -> Any:
