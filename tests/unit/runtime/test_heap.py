@@ -10,64 +10,44 @@ import textwrap
 from app.runtime import heap
 
 _FAULTS = textwrap.dedent("""
-    import ctypes, resource, sys
-    from app.runtime import heap
-    if sys.argv[1] == "retain":
-        assert heap.retain_freed()
-    libc = ctypes.CDLL("libc.so.6")
-    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
-    libc.free.argtypes = [ctypes.c_void_p]
-    SIZE = 4 << 20
-    def batch():  # ten 4 MiB activations, written, then all freed: a batch's tensors
-        blocks = [libc.malloc(SIZE) for _ in range(10)]
-        for block in blocks:
-            ctypes.memset(block, 1, SIZE)
-        for block in blocks:
-            libc.free(block)
-    for _ in range(2):
-        batch()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(10):
-        batch()
-    print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
-""")
-
-
-_THREAD_FAULTS = textwrap.dedent("""
     import ctypes, resource, sys, threading
     from app.runtime import heap
-    if sys.argv[1] == "retain":
+    mode, where, count, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]) << 20
+    if mode != "default":
         assert heap.retain_freed()
-    elif sys.argv[1] == "no-pad":  # retain_freed's other settings, without the top pad
-        assert heap._MALLOPT(heap._M_MMAP_THRESHOLD, heap.MMAP_THRESHOLD_MAX)
-        assert heap._MALLOPT(heap._M_TRIM_THRESHOLD, heap._NEVER_TRIM)
+    if mode == "no-pad":  # retain_freed's other settings, the top pad back at glibc's default
+        assert heap._MALLOPT(heap._M_TOP_PAD, 0)
     libc = ctypes.CDLL("libc.so.6")
     libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
     libc.free.argtypes = [ctypes.c_void_p]
-    SIZE = 12 << 20
-    def batch():  # eight 12 MiB activations (96 MiB: more than one of the arena's 64 MiB heaps)
-        blocks = [libc.malloc(SIZE) for _ in range(8)]
+    def batch():  # `count` activations of `size`, written, then all freed: a batch's tensors
+        blocks = [libc.malloc(size) for _ in range(count)]
         for block in blocks:
-            ctypes.memset(block, 1, SIZE)
+            ctypes.memset(block, 1, size)
         for block in blocks:
             libc.free(block)
     faults = []
-    def worker():  # a thread: its blocks come from an arena of its own, not the main heap
+    def run():
         for _ in range(2):
             batch()
         before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
         for _ in range(10):
             batch()
         faults.append((resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before) / 10)
-    thread = threading.Thread(target=worker)
-    thread.start()
-    thread.join()
+    if where == "thread":  # its blocks come from an arena of its own, not the main heap
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join()
+    else:
+        run()
     print(faults[0])
 """)
 
 
-def _faults_per_batch(mode: str, script: str = _FAULTS) -> float:
-    out = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, check=True)
+def _faults_per_batch(mode: str, where: str = "main", count: int = 10, size_mib: int = 4) -> float:
+    """Minor page faults per batch of `count` blocks of `size_mib` MiB, on the main thread or another."""
+    out = subprocess.run([sys.executable, "-c", _FAULTS, mode, where, str(count), str(size_mib)],
+                         capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -83,9 +63,10 @@ def test_a_batch_reuses_the_pages_the_previous_one_freed() -> None:
 def test_a_threads_batch_reuses_the_heaps_of_its_arena() -> None:
     # A thread's arena grows in 64 MiB heaps; without the top pad, the heap beyond the first is
     # unmapped when its blocks are freed and mapped again, pages faulted in, by the next batch.
+    # Eight 12 MiB blocks: 96 MiB, more than one heap.
     pages = 8 * (12 << 20) // 4096
-    assert _faults_per_batch("no-pad", _THREAD_FAULTS) >= pages // 4
-    assert _faults_per_batch("retain", _THREAD_FAULTS) < 100
+    assert _faults_per_batch("no-pad", "thread", 8, 12) >= pages // 4
+    assert _faults_per_batch("retain", "thread", 8, 12) < 100
 
 
 def test_trim_runs_where_the_c_library_is_glibc() -> None:
