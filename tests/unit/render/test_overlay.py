@@ -268,3 +268,33 @@ def test_a_map_at_its_canvas_size_is_placed_as_it_is(shape: tuple[int, int]) -> 
     placed = place_map(norm, Placement.whole((width, height)), (width, height))
     np.testing.assert_array_equal(placed, resampled)
     np.testing.assert_array_equal(placed, norm)
+
+
+def _affine_onto(norm: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The crop-region path's sampling, for the whole canvas: Pillow's bilinear affine transform
+    (after an antialiased shrink where the canvas is smaller than the map)."""
+    src = Image.fromarray(np.ascontiguousarray(norm, dtype=np.float32))
+    width, height = size
+    if width < src.width or height < src.height:
+        src = src.resize((min(src.width, width), min(src.height, height)), Image.Resampling.BILINEAR)
+    scale_x, scale_y = src.width / width, src.height / height
+    return np.asarray(src.transform(size, Image.Transform.AFFINE, (scale_x, 0.0, 0.0, 0.0, scale_y, 0.0),
+                                    resample=Image.Resampling.BILINEAR, fillcolor=0.0), dtype=np.float32)
+
+
+@pytest.mark.parametrize(("shape", "size"), [
+    ((16, 16), (128, 128)),  # GradCAM's coarse map, upsampled
+    ((128, 128), (640, 480)),  # onto a larger photo
+    ((224, 224), (100, 75)),  # onto a smaller one
+    ((7, 300), (150, 40)),  # up in one axis, down in the other
+    ((1, 1), (9, 5)),
+])
+def test_a_map_covering_the_whole_canvas_is_sampled_as_a_crop_region_is(
+        shape: tuple[int, int], size: tuple[int, int]) -> None:
+    from app.render.overlay import place_map
+
+    norm = np.random.default_rng(5).random(shape, dtype=np.float32)
+    placed = place_map(norm, Placement.whole(size), size)
+    assert placed.shape == (size[1], size[0])
+    # Resized, not transformed: the same pixel centres, equal to float32 rounding of values in [0, 1].
+    np.testing.assert_allclose(placed, _affine_onto(norm, size), rtol=0, atol=1e-6)
