@@ -255,21 +255,6 @@ def test_threaded_rendering_is_deterministic() -> None:
         assert list(pool.map(render, attrs)) == serial
 
 
-@pytest.mark.parametrize("shape", [(128, 128), (37, 53)])
-def test_a_map_at_its_canvas_size_is_placed_as_it_is(shape: tuple[int, int]) -> None:
-    from app.render.overlay import place_map
-
-    height, width = shape
-    norm = np.random.default_rng(3).random(shape, dtype=np.float32)
-    # What the general path (Pillow's bilinear affine transform) makes of it: the same values.
-    resampled = np.asarray(Image.fromarray(norm).transform(
-        (width, height), Image.Transform.AFFINE, (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
-        resample=Image.Resampling.BILINEAR, fillcolor=0.0), dtype=np.float32)
-    placed = place_map(norm, Placement.whole((width, height)), (width, height))
-    np.testing.assert_array_equal(placed, resampled)
-    np.testing.assert_array_equal(placed, norm)
-
-
 def _affine_onto(norm: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """The crop-region path's sampling, for the whole canvas: Pillow's bilinear affine transform
     (after an antialiased shrink where the canvas is smaller than the map)."""
@@ -280,6 +265,19 @@ def _affine_onto(norm: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     scale_x, scale_y = src.width / width, src.height / height
     return np.asarray(src.transform(size, Image.Transform.AFFINE, (scale_x, 0.0, 0.0, 0.0, scale_y, 0.0),
                                     resample=Image.Resampling.BILINEAR, fillcolor=0.0), dtype=np.float32)
+
+
+@pytest.mark.parametrize("shape", [(128, 128), (37, 53)])
+def test_a_map_at_its_canvas_size_is_placed_as_it_is(shape: tuple[int, int]) -> None:
+    from app.render.overlay import place_map
+
+    height, width = shape
+    norm = np.random.default_rng(3).random(shape, dtype=np.float32)
+    # What the general path (Pillow's bilinear affine transform) makes of it: the same values.
+    resampled = _affine_onto(norm, (width, height))
+    placed = place_map(norm, Placement.whole((width, height)), (width, height))
+    np.testing.assert_array_equal(placed, resampled)
+    np.testing.assert_array_equal(placed, norm)
 
 
 @pytest.mark.parametrize(("shape", "size"), [
