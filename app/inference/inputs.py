@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pybase64
 from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -72,6 +73,16 @@ def image_bytes(instance: Any, index: int) -> bytes:
             f'instance {index}: an image instance is {{"b64": "..."}} or a data URI',
             [ErrorItem(("instances", index), "not an image instance")],
         )
+    return decode_base64(encoded, index)
+
+
+def decode_base64(encoded: str, index: int) -> bytes:
+    """Base64 text to bytes: strict (SIMD, pybase64) first; then what the standard library's strict
+    decoder also takes (`=` past a whole group, which pybase64 refuses), then the lenient forms."""
+    try:
+        return pybase64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        pass
     try:
         return base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):

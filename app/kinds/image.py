@@ -4,12 +4,12 @@ colours blended over the submitted image out (overlay, RGBA heatmap), and the ra
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pybase64
 from numpy.typing import NDArray
 from PIL import Image
 
@@ -123,7 +123,7 @@ def attribution_values(attr: NDArray[np.float32], attributions_format: str = "li
     (`float32`) its values as little-endian bytes in base64, with its shape (an EncodedArray)."""
     if attributions_format == "float32":
         data = np.ascontiguousarray(attr, dtype="<f4").tobytes()
-        return {"dtype": "float32", "shape": list(attr.shape), "b64": base64.b64encode(data).decode("ascii")}
+        return {"dtype": "float32", "shape": list(attr.shape), "b64": pybase64.b64encode_as_string(data)}
     return round_significant(attr).tolist()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import io
 import math
 import struct
@@ -10,6 +11,7 @@ import zlib
 from typing import Any
 
 import numpy as np
+import pybase64
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -233,6 +235,43 @@ def test_invalid_base64_is_a_bad_request(encoded: str) -> None:
         image_bytes({"b64": encoded}, 2)
     with pytest.raises(BadRequest, match="invalid base64"):
         image_bytes("data:image/png;base64," + encoded, 2)
+
+
+def _standard_library(encoded: str) -> bytes | None:
+    """What the decoder took before the SIMD one: the standard library's strict decoder, then the
+    lenient forms (URL-safe, no padding, whitespace); None where both refuse."""
+    lenient = "".join(encoded.split()).translate(str.maketrans("-_", "+/"))
+    for text in (encoded, lenient + "=" * (-len(lenient) % 4)):
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            continue
+    return None
+
+
+@pytest.mark.parametrize("encoded", ["YWJj====", "+b0/=", "YWJjZGVm=="])
+def test_padding_past_a_whole_group_is_still_accepted(encoded: str) -> None:
+    """pybase64 refuses '=' after a complete group; the standard library, and so this service,
+    takes it."""
+    with pytest.raises(binascii.Error):
+        pybase64.b64decode(encoded, validate=True)
+    assert image_bytes({"b64": encoded}, 0) == base64.b64decode(encoded, validate=True)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(alphabet="ABCab019+/=-_ \n\r\té%", max_size=24))
+def test_base64_accepts_and_refuses_what_the_standard_library_does(encoded: str) -> None:
+    expected = _standard_library(encoded)
+    if expected is None:
+        with pytest.raises(BadRequest, match="invalid base64"):
+            image_bytes({"b64": encoded}, 0)
+    else:
+        assert image_bytes({"b64": encoded}, 0) == expected
+
+
+def test_large_base64_round_trips() -> None:
+    data = np.random.default_rng(3).integers(0, 256, 100_003, dtype=np.uint8).tobytes()
+    assert image_bytes({"b64": base64.b64encode(data).decode()}, 0) == data
 
 
 def test_non_image_data_uri_is_unsupported() -> None:
