@@ -74,12 +74,13 @@ class _Seen:
 
 
 def _seen(img: Image.Image, spec: ImageSpec, encoded: bytes | None = None, max_pixels: int = 0) -> _Seen:
+    height, width = spec.size
+    if img.mode == "RGB" and img.size == (width, height):  # what the model sees, as it is: made and sent once
+        return _Seen(Submitted(np.asarray(img), (0.0, 0.0, float(width), float(height)), img.size), None)
     pixels, box = model_pixels(img, spec)
     if encoded is not None and img.width * img.height * len(img.getbands()) > LARGE_IMAGE_BYTES:
         return _Seen(Submitted(None, box, img.size, encoded, max_pixels), pixels)
-    height, width = spec.size
-    same = img.mode == "RGB" and img.size == (width, height)  # what the model sees: sent once
-    return _Seen(Submitted(np.asarray(img), box, img.size), None if same else pixels)
+    return _Seen(Submitted(np.asarray(img), box, img.size), pixels)
 
 
 def _bytes_and_size(instance: Any, index: int, data: bytes | None, max_pixels: int) -> tuple[bytes, tuple[int, int]]:

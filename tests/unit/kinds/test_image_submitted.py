@@ -67,4 +67,5 @@ def test_an_image_the_size_the_model_takes_is_sent_once() -> None:
     raw = _png(32, 32)
     seen = _decode_file(raw, 0, SPEC, BIG)
     assert seen.pixels is None  # the submitted image is what the model sees
+    assert seen.submitted.crop_box == (0.0, 0.0, 32.0, 32.0) and seen.submitted.size == (32, 32)
     assert np.array_equal(seen.model_bytes(), np.asarray(Image.open(io.BytesIO(raw)).convert("RGB")))
