@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import torch
-from captum.attr import IntegratedGradients, NoiseTunnel
+from captum.attr import NoiseTunnel
 from captum.attr._core.gradient_shap import InputBaselineXGradient
 from pydantic import Field, ModelWrapValidatorHandler, PlainValidator, WithJsonSchema, model_validator
 
@@ -14,6 +14,7 @@ from app.errors import InvalidInput
 from app.inference.explained import TargetScalar, baseline_for, check_baseline
 from app.inference.facts import ModelFacts
 from app.inference.methods.base import Attributed, Attribution, Method, chunk, per_row, summed
+from app.inference.methods.paths import BroadcastPathIntegratedGradients
 from app.inference.methods.refine import DEFAULT_MAX_STEPS, DEFAULT_TOLERANCE, at_steps, auto_passes, refined
 from app.inference.params import Baseline, MethodParams, Runs, Seed
 
@@ -90,7 +91,7 @@ def _integrated_gradients(forward: TargetScalar, x: torch.Tensor, targets: torch
                           prm: IntegratedGradientsParams, max_rows: int) -> Attribution | Attributed:
     if prm.n_steps == "auto":
         return refined(forward, x, targets, prm, max_rows)
-    ig = summed(IntegratedGradients(forward))
+    ig = summed(BroadcastPathIntegratedGradients(forward))
     baseline = baseline_for(forward.model, x, prm.baseline)
     attr = at_steps(ig, x, baseline, targets, prm.n_steps, prm.method, max_rows)
     return attr, forward.delta(attr, x, baseline, targets, max_rows)

@@ -22,6 +22,7 @@ from captum.attr import IntegratedGradients
 from app.inference.explained import TargetScalar, baseline_for, baseline_rows, convergence_delta
 from app.inference.interrupt import checkpoint
 from app.inference.methods.base import Attributed, chunk, summed
+from app.inference.methods.paths import BroadcastPathIntegratedGradients
 
 FIRST_LEVEL = 16
 DEFAULT_TOLERANCE = 0.01
@@ -70,7 +71,7 @@ def at_steps(ig: IntegratedGradients, x: torch.Tensor, base: torch.Tensor | floa
 
 def refined(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor, prm: Any, max_rows: int) -> Attributed:
     """Integrated gradients at the fewest levels' steps that meet `prm.tolerance` per row."""
-    ig = summed(IntegratedGradients(forward))
+    ig = summed(BroadcastPathIntegratedGradients(forward))
     base = baseline_for(forward.model, x, prm.baseline)
     end, start = forward.endpoints(x, base, targets, max_rows)
     limit = bound(prm.tolerance, end, start)
