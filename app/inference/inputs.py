@@ -28,6 +28,7 @@ from app.errors import (
     quoted,
 )
 from app.inference.catalog import ImageSpec
+from app.inference.png_inflate import rewrapped
 
 Image.MAX_IMAGE_PIXELS = None  # our own limit is checked from the header, before decoding
 
@@ -128,8 +129,9 @@ def _opened(data: bytes, max_pixels: int, where: str) -> Image.Image:
 
 def open_image(data: bytes, max_pixels: int, where: str = "image") -> Image.Image:
     """Decode PNG, JPEG or WebP bytes to RGB, or RGBA where the image has transparency;
-    oversize images are refused from their header, before any pixel is decoded."""
-    img = _opened(data, max_pixels, where)
+    oversize images are refused from their header, before any pixel is decoded. A PNG's image
+    data is inflated by ISA-L first where it can be (app/inference/png_inflate.py)."""
+    img = _opened(rewrapped(data, max_pixels) or data, max_pixels, where)
     try:
         img.load()
         upright = ImageOps.exif_transpose(img) or img
