@@ -16,7 +16,7 @@ from PIL import Image
 from app.errors import PayloadTooLarge
 from app.inference.inputs import image_bytes, image_size, model_pixels, open_image, pixels_image
 from app.kinds.base import Decoded, ExplainOptions, HostWork, Rendered, RequestLimits
-from app.render import Placement, RenderSpec, data_uri, encode_png, heatmap_rgba, output_size
+from app.render import Placement, RenderSpec, data_uri, encode_png, heatmap_rgba, output_size, overlay
 from app.render.overlay import blend
 
 if TYPE_CHECKING:
@@ -138,13 +138,15 @@ def _render(image: Submitted, attribution: NDArray[np.float32], render: dict[str
     placement = Placement(image.size, image.crop_box)
     fields: dict[str, Any] = {}
     png = None
-    if outputs & IMAGE_OUTPUTS:
+    if "heatmap" in outputs:
         heat = heatmap_rgba(attr, placement, spec)
         if "overlay" in outputs:
             png = encode_png(blend(image.picture(), heat, spec.alpha))
             fields["overlay"] = data_uri(png)
-        if "heatmap" in outputs:
-            fields["heatmap"] = data_uri(encode_png(heat))
+        fields["heatmap"] = data_uri(encode_png(heat))
+    elif "overlay" in outputs:  # its opacity straight from the colour table: no heat alpha made
+        png = encode_png(overlay(image.picture(), attr, placement, spec))
+        fields["overlay"] = data_uri(png)
     if "attributions" in outputs:
         fields["attributions"] = attribution_values(attr, attributions_format)
     return fields, png if want_png else None

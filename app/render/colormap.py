@@ -36,12 +36,19 @@ def heat_alpha(magnitude: npt.ArrayLike) -> npt.NDArray[np.uint8]:
     return np.rint(t * t * (3.0 - 2.0 * t) * 255.0).astype(np.uint8)
 
 
-@lru_cache(maxsize=2 * len(COLORMAPS))
-def _packed_lut(name: str, signed: bool) -> npt.NDArray[np.uint32]:
+@lru_cache(maxsize=64)
+def opacity_table(alpha: float) -> tuple[int, ...]:
+    """An overlay's opacity for each heat alpha (0-255): ``round(heat_alpha * alpha)``."""
+    return tuple(round(v * alpha) for v in range(256))
+
+
+@lru_cache(maxsize=64)
+def _packed_lut(name: str, signed: bool, opacity: float | None = None) -> npt.NDArray[np.uint32]:
     """RGBA entries packed into uint32 (native byte order) for one-gather colouring.
 
     Unsigned: 256 entries for ``[0, 1]``. Signed: 511 entries for ``[-1, 1]`` (entry 255 is
-    0), so alpha keeps the 1/255 resolution of ``|norm|`` on both sides.
+    0), so alpha keeps the 1/255 resolution of ``|norm|`` on both sides. With ``opacity``, each
+    entry's alpha is the overlay's opacity for its heat alpha (``opacity_table``).
     """
     rgb = colormap_lut(name)
     if signed:
@@ -54,26 +61,29 @@ def _packed_lut(name: str, signed: bool) -> npt.NDArray[np.uint32]:
     rgba = np.empty((colour_idx.size, 4), dtype=np.uint8)
     rgba[:, :3] = rgb[colour_idx]
     rgba[:, 3] = heat_alpha(magnitude)
+    if opacity is not None:
+        rgba[:, 3] = np.asarray(opacity_table(opacity), dtype=np.uint8)[rgba[:, 3]]
     packed = rgba.view(np.uint32).ravel()
     packed.flags.writeable = False
     return packed
 
 
-def colorize(norm: npt.ArrayLike, spec: RenderSpec) -> npt.NDArray[np.uint8]:
+def colorize(norm: npt.ArrayLike, spec: RenderSpec, opacity: bool = False) -> npt.NDArray[np.uint8]:
     """Colour a normalised H x W map; returns H x W x 4 uint8 RGBA (RGB order).
 
     One-signed modes map ``[0, 1]`` onto the whole colormap (values below 0 count as 0);
     ``sign="all"`` maps ``[-1, 1]`` onto it with 0 at its centre (the neutral colour of a
     diverging map). Values are quantised to steps of 1/255. The alpha channel depends on
     ``|norm|`` only (``heat_alpha``): 0 up to 0.02, then a smoothstep up to 255 at 0.3 and
-    above, so weak attributions stay see-through. ``spec.alpha`` is *not* applied here.
-    NaN counts as 0.
+    above, so weak attributions stay see-through. ``spec.alpha`` is *not* applied here, unless
+    ``opacity``: the alpha channel is then the overlay's opacity, ``round(heat_alpha *
+    spec.alpha)`` (from the colour table, with no pass of its own). NaN counts as 0.
     """
     values = np.asarray(norm, dtype=np.float32)
     if values.ndim != 2:
         raise ValueError(f"normalised map must be H x W, got shape {values.shape}")
     signed = spec.sign == "all"
-    lut = _packed_lut(spec.resolved_colormap(), signed)
+    lut = _packed_lut(spec.resolved_colormap(), signed, spec.alpha if opacity else None)
     top = np.float32(lut.size - 1)
     offset = np.float32(LUT_SIZE - 1 if signed else 0)
     scaled = values * np.float32(LUT_SIZE - 1)

@@ -110,6 +110,17 @@ def test_non_finite_inputs_count_as_zero(sign: str) -> None:
     np.testing.assert_array_equal(out, normalize_attribution(clean, sign))  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("sign", SIGNS)
+@pytest.mark.parametrize(("smooth", "floor"), [(0.0, False), (1.5, False), (0.0, True)])
+def test_the_callers_map_is_left_as_it_was(sign: str, smooth: float, floor: bool) -> None:
+    """A finite float64 map is worked on as it is (no copy made to clean it): never written to."""
+    attr = _random_map(6, (3, 16, 16)).astype(np.float64)
+    for supplied in (attr, attr.sum(axis=0)):
+        before = supplied.copy()
+        normalize_attribution(supplied, sign, smooth=smooth, floor=floor)  # type: ignore[arg-type]
+        np.testing.assert_array_equal(supplied, before)
+
+
 def test_all_nan_map_gives_zeros() -> None:
     assert not normalize_attribution(np.full((3, 3), np.nan), "all").any()
 

@@ -16,6 +16,7 @@ from app.render import (
     overlay,
     overlay_and_heatmap,
 )
+from app.render.overlay import blend
 
 
 def _image(width: int, height: int, seed: int = 0) -> Image.Image:
@@ -240,6 +241,32 @@ def test_overlay_and_heatmap_matches_separate_calls() -> None:
     np.testing.assert_array_equal(
         np.asarray(both[1]), np.asarray(heatmap_rgba(attr, placement, spec))
     )
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.13, 0.5, 0.77, 1.0])
+@pytest.mark.parametrize("sign", ["absolute", "all", "negative"])
+@pytest.mark.parametrize("transparent", [False, True])
+def test_overlay_from_the_opacity_table_is_blend_of_the_heatmap(alpha: float, sign: str, transparent: bool) -> None:
+    """`overlay` takes its opacity from the colour table; `blend` makes it from the heatmap's alpha:
+    the same pixels, for opaque and transparent images, whole and cropped placements."""
+    rng = np.random.default_rng(int(alpha * 100))
+    attr = rng.standard_t(df=2, size=(96, 96))
+    for width, height, placement in ((96, 96, None), (150, 110, _centre_crop(150, 110))):
+        img = _image(width, height, seed=3)
+        if transparent:
+            img = img.convert("RGBA")
+            img.putalpha(Image.fromarray(rng.integers(0, 256, (height, width), dtype=np.uint8)))
+        placement = placement or Placement.whole((width, height))
+        spec = RenderSpec(alpha=alpha, sign=sign, max_size=128)  # type: ignore[arg-type]
+        expected = blend(img, heatmap_rgba(attr, placement, spec), alpha)
+        got = overlay(img, attr, placement, spec)
+        assert got.mode == expected.mode == ("RGBA" if transparent else "RGB")
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+        opacity = np.asarray(heatmap_rgba(attr, placement, spec, opacity=True))
+        heat = np.asarray(heatmap_rgba(attr, placement, spec))
+        np.testing.assert_array_equal(opacity[..., :3], heat[..., :3])
+        table = np.asarray([round(v * alpha) for v in range(256)], np.uint8)
+        np.testing.assert_array_equal(opacity[..., 3], table[heat[..., 3]])
 
 
 def test_threaded_rendering_is_deterministic() -> None:
