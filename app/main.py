@@ -29,13 +29,25 @@ DESCRIPTION = (
 )
 
 
+GC_YOUNG_THRESHOLD = 10_000
+"""Container objects allocated, net of those freed, that start a young collection (CPython's
+default: 700). With 32-64 requests in flight, each holding its coroutines, dicts and models until
+answered, 700 was reached every few requests: 400-500 collections in 8 s of shapes GradCAM at 64
+concurrent and 3,700-4,100 of tabular IG at 32 (a full one every 30), 3-6% of the wall time with
+every thread stopped. The requests' live objects stay below 10,000, so a collection is rare, and
+cyclic garbage waits at most that many allocations (bench/results/history.md)."""
+
+
 def settle_heap() -> None:
     """Move everything start-up made (modules, models, tensors' Python objects: some 400,000
     objects) out of the garbage collector's view: a full collection then scans only what requests
     create, instead of pausing every thread that needs the interpreter for 0.2-0.4 s (the
-    latency tail of tabular IG at 32 concurrent, bench/results/history.md)."""
+    latency tail of tabular IG at 32 concurrent, bench/results/history.md); and collect the young
+    generation only after GC_YOUNG_THRESHOLD allocations."""
     gc.collect()
     gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

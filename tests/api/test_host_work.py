@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.main import GC_YOUNG_THRESHOLD
 from tests.conftest import ROOT, LiveServer, make_settings, png_b64
 from tests.fixtures.compare import assert_close
 
@@ -87,6 +88,7 @@ def _images() -> list[Any]:
 
 def test_start_up_objects_are_frozen(live: LiveServer) -> None:
     assert gc.get_freeze_count() > 10_000  # modules, models, torch's Python objects
+    assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD  # young collections only every 10,000 allocations
 
 
 
