@@ -90,15 +90,28 @@ def work_rows(work: Work) -> int:
     return count * METHODS[work.method].passes(work.params, instance_shape(work.inputs))
 
 
-def _to_device(model: LoadedModel, arrays: Sequence[ModelArray]) -> torch.Tensor:
+def _to_device(model: LoadedModel, arrays: Sequence[ModelArray],
+               layout: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     """The batch's inputs as float32 on the model's device; RGB bytes are moved as bytes and made
-    3 x H x W floats in [0, 1] there (the same floats as `inputs.model_input`)."""
+    3 x H x W floats in [0, 1] there (the same floats as `inputs.model_input`), in `layout`:
+    contiguous, as attributions to the inputs need them, or the model's own (channels-last: the
+    bytes' own order, so no transposing copy here and none into the model)."""
     host = torch.from_numpy(np.concatenate(arrays, axis=0))  # a copy of its own, writable
     if model.device.type == "cuda":
         host = host.pin_memory().to(model.device, non_blocking=True)
     if host.dtype == torch.uint8:
-        return host.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+        return host.permute(0, 3, 1, 2).to(torch.float32, memory_format=layout).div_(255.0)
     return host.to(torch.float32)
+
+
+def _layout(model: LoadedModel, work: Sequence[Work]) -> torch.memory_format:
+    """The model's memory format for a batch whose inputs nothing but the model reads: a layer
+    method's (its gradient stops at the layer) without faithfulness scores; else contiguous."""
+    first = work[0]
+    if (isinstance(first, ExplainWork) and METHODS[first.method].needs_layers
+            and not any(isinstance(item, ExplainWork) and item.faithfulness for item in work)):
+        return model.module.memory_format
+    return torch.contiguous_format
 
 
 def _split(array: NDArray[np.float32], sizes: Sequence[int]) -> list[NDArray[np.float32]]:
@@ -153,7 +166,7 @@ def run_batch(model: LoadedModel, work: Sequence[Work], max_rows: int) -> list[R
     if not work:
         return []
     sizes = [item.inputs.shape[0] for item in work]
-    x = _to_device(model, [item.inputs for item in work])
+    x = _to_device(model, [item.inputs for item in work], _layout(model, work))
     if isinstance(work[0], PredictWork):
         host = scores_from_outputs(model, _outputs(model, x, max_rows, frozen=True)).float().cpu().numpy()
         return [_finite_or_error(PredictResult(s), ("output", s)) for s in _split(host, sizes)]

@@ -33,6 +33,22 @@ class _Laid(torch.autograd.Function):
         return grad.contiguous(), None
 
 
+def _channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def _standardized_rows(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """`(x - mean) / std` for a channels-last `x`, in its layout: its memory is N x H x W x C, so
+    each image row is W x C numbers against the channels' values repeated W times. The same float
+    operations on every number; broadcasting a (1, C, 1, 1) tensor over a channels-last one puts
+    the C channels innermost, which TensorIterator runs 8x slower (16 shapes images: 1.3 ms
+    against 0.16), and the contiguous way needs a transposing copy each way (0.4 and 0.3 ms)."""
+    n, c, h, w = x.shape
+    rows = x.permute(0, 2, 3, 1).reshape(n * h, w * c)
+    z = (rows - mean.reshape(c).repeat(w)) / std.reshape(c).repeat(w)
+    return z.reshape(n, h, w, c).permute(0, 3, 1, 2)
+
+
 class Standardized(nn.Module):
     """`net((x - mean) / std)` in the net's precision and memory format, returning float32 outputs.
     What is attributed (x, and its gradient) stays contiguous."""
@@ -52,9 +68,12 @@ class Standardized(nn.Module):
         self.training = False  # nn.Module starts in training mode; this one is served in eval mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = ((x - self.mean) / self.std).to(self.dtype)
-        if self.memory_format is not torch.contiguous_format:
-            z = _Laid.apply(z, self.memory_format)
+        if self.memory_format is torch.channels_last and _channels_last(x):
+            z = _standardized_rows(x, self.mean, self.std).to(self.dtype)  # already the net's layout
+        else:
+            z = ((x - self.mean) / self.std).to(self.dtype)
+            if self.memory_format is not torch.contiguous_format:
+                z = _Laid.apply(z, self.memory_format)
         out = self.net(z)
         return out.float()
 

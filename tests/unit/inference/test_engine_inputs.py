@@ -8,14 +8,18 @@ equal too (the same batch through the same kernels): compared exactly, no tolera
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
+import torch
 
 from app.inference.engine import (
     ExplainResult,
     ExplainWork,
     PredictResult,
     PredictWork,
+    _layout,
     _to_device,
     run_batch,
     work_rows,
@@ -95,3 +99,42 @@ def test_predictions_from_bytes_equal_those_from_floats(shapes: LoadedModel) -> 
     for a, b in zip(ours, reference, strict=True):
         assert isinstance(a, PredictResult) and isinstance(b, PredictResult)
         assert np.array_equal(a.scores, b.scores)
+
+
+def test_only_a_layer_methods_batch_without_faithfulness_comes_in_the_models_layout(shapes: LoadedModel) -> None:
+    """Attributions to the inputs, faithfulness scores and predictions read the inputs themselves:
+    contiguous. A layer method's inputs go only through the net: in its layout (channels-last)."""
+    assert shapes.module.memory_format is torch.channels_last
+    pixels = _pixels(2)
+    gradcam = params_for("shapes", "gradcam", {})
+    ig = params_for("shapes", "integrated_gradients", {"n_steps": 4})
+    cases: list[tuple[list[Any], torch.memory_format]] = [
+        ([ExplainWork(pixels, (None, None), "gradcam", gradcam)], torch.channels_last),
+        ([ExplainWork(pixels[:1], (None,), "gradcam", gradcam),
+          ExplainWork(pixels[1:], (None,), "gradcam", gradcam, faithfulness=True)], torch.contiguous_format),
+        ([ExplainWork(pixels, (None, None), "integrated_gradients", ig)], torch.contiguous_format),
+        ([PredictWork(pixels)], torch.contiguous_format),
+    ]
+    for work, layout in cases:
+        assert _layout(shapes, work) is layout
+        x = _to_device(shapes, [item.inputs for item in work], layout)
+        assert x.is_contiguous(memory_format=layout)
+        assert torch.equal(x, _to_device(shapes, [item.inputs for item in work]))
+
+
+def test_gradcam_with_faithfulness_from_bytes_answers_as_from_floats(shapes: LoadedModel) -> None:
+    pixels = _pixels(3)
+    prm = params_for("shapes", "gradcam", {})
+
+    def batch(x: np.ndarray) -> list[Any]:
+        return run_batch(shapes, [ExplainWork(x[:1], (None,), "gradcam", prm),
+                                  ExplainWork(x[1:], (0, None), "gradcam", prm, faithfulness=True)], MAX_ROWS)
+
+    for index, (ours, reference) in enumerate(zip(batch(pixels), batch(_floats(pixels)), strict=True)):
+        assert isinstance(ours, ExplainResult) and isinstance(reference, ExplainResult)
+        assert np.array_equal(ours.attributions, reference.attributions)
+        if index == 0:
+            assert ours.faithfulness is None and reference.faithfulness is None
+        else:
+            assert ours.faithfulness is not None and reference.faithfulness is not None
+            assert np.array_equal(ours.faithfulness, reference.faithfulness)

@@ -21,7 +21,7 @@ from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Sal
 from app.errors import CatalogError
 from app.inference.catalog import ModelSpec, load_catalog
 from app.inference.loading import LoadedModel, load_model
-from app.inference.served import memory_format_for
+from app.inference.served import _channels_last, _standardized_rows, memory_format_for
 from models.shapes import generate
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -101,3 +101,32 @@ def test_channels_last_serves_the_same_function(served: LoadedModel, contiguous:
                                                                                    relu_attributions=True),
         (128, 128), "bilinear") for m in (served, contiguous)]
     _agree_but_at_ties(*cams)
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 8, 8), (5, 3, 17, 11), (2, 4, 1, 6)])
+def test_channels_last_inputs_are_standardised_in_their_layout_to_the_same_bits(shape: tuple[int, ...]) -> None:
+    """`_standardized_rows` does the plain expression's float operations, row by row of the
+    channels-last memory: the same numbers, the same gradients, and the layout kept."""
+    rng = torch.Generator().manual_seed(sum(shape))
+    x = torch.rand(shape, generator=rng).contiguous(memory_format=torch.channels_last).requires_grad_()
+    mean = torch.rand(1, shape[1], 1, 1, generator=rng)
+    std = torch.rand(1, shape[1], 1, 1, generator=rng) + 0.1
+    plain = (x - mean) / std
+    rows = _standardized_rows(x, mean, std)
+    assert torch.equal(rows, plain)
+    assert rows.is_contiguous(memory_format=torch.channels_last)
+    upstream = torch.rand(shape, generator=rng)
+    (via_plain,) = torch.autograd.grad(plain, x, upstream)
+    (via_rows,) = torch.autograd.grad(rows, x, upstream)
+    assert torch.equal(via_plain, via_rows)
+
+
+def test_a_channels_last_batch_meets_the_net_in_its_own_layout(served: LoadedModel) -> None:
+    """A channels-last batch (a layer method's, app/inference/engine.py) gives the outputs of the
+    same batch made contiguous, bit for bit: the net sees the same numbers in the same layout."""
+    images = np.stack([np.asarray(s.image.convert("RGB"), dtype=np.float32) / 255 for s in generate(3, 4)])
+    contiguous = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    channels_last = contiguous.contiguous(memory_format=torch.channels_last)
+    assert _channels_last(channels_last) and not _channels_last(contiguous)
+    with torch.no_grad():
+        assert torch.equal(served.module(channels_last), served.module(contiguous))
