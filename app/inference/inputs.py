@@ -29,11 +29,12 @@ from app.errors import (
 )
 from app.inference.catalog import ImageSpec
 from app.inference.png_inflate import rewrapped
+from app.png_chunks import SIGNATURE as PNG_SIGNATURE
 
 Image.MAX_IMAGE_PIXELS = None  # our own limit is checked from the header, before decoding
 
 ACCEPTED_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
-_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
+_SIGNATURES = (PNG_SIGNATURE, b"\xff\xd8\xff")
 _URLSAFE = str.maketrans("-_", "+/")
 _DATA_URI = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?(;[\w=.+-]+)*;base64,", re.ASCII)
 

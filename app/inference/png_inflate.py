@@ -17,7 +17,8 @@ import zlib
 
 from isal import isal_zlib
 
-SIGNATURE = b"\x89PNG\r\n\x1a\n"
+from app.png_chunks import SIGNATURE, chunk
+
 REWRAP_MAX_BYTES = 16 << 20
 """Larger image data goes to Pillow as it is: the stored copy would be held beside the inflated one."""
 _SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
@@ -81,7 +82,4 @@ def rewrapped(data: bytes, max_pixels: int) -> bytes | None:
         return None
     if len(rows) != expected or not inflater.eof or inflater.unused_data:
         return None
-    stored = zlib.compress(rows, 0)
-    idat = (struct.pack(">I", len(stored)) + b"IDAT" + stored
-            + struct.pack(">I", isal_zlib.crc32(stored, isal_zlib.crc32(b"IDAT"))))
-    return b"".join((data[:first[1]], idat, data[last[2]:]))
+    return b"".join((data[:first[1]], chunk(b"IDAT", zlib.compress(rows, 0)), data[last[2]:]))

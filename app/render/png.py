@@ -10,7 +10,8 @@ from isal import isal_zlib
 from numpy.typing import NDArray
 from PIL import Image
 
-SIGNATURE = b"\x89PNG\r\n\x1a\n"
+from app.png_chunks import SIGNATURE, chunk
+
 COLOUR_TYPES = {"L": 0, "RGB": 2, "LA": 4, "RGBA": 6}
 """PNG colour types of the modes written as they are (8 bits a sample); other modes are converted."""
 AVERAGE = 3
@@ -47,11 +48,6 @@ def average_filtered(pixels: NDArray[np.uint8]) -> NDArray[np.uint8]:
     return out
 
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return b"".join((struct.pack("!I", len(data)), kind, data,
-                     struct.pack("!I", isal_zlib.crc32(data, isal_zlib.crc32(kind)))))
-
-
 def encode_png(img: Image.Image, compress_level: int = 1) -> bytes:
     """Encode ``img`` as an 8-bit PNG: L, LA, RGB or RGBA as it is, other modes as RGB (RGBA where
     they have transparency). Every row gets the "Average" filter; the rows are compressed by ISA-L
@@ -69,8 +65,8 @@ def encode_png(img: Image.Image, compress_level: int = 1) -> bytes:
     width, height = img.size
     header = struct.pack("!IIBBBBB", width, height, 8, COLOUR_TYPES[img.mode], 0, 0, 0)
     rows = average_filtered(np.asarray(img, dtype=np.uint8))
-    return b"".join((SIGNATURE, _chunk(b"IHDR", header), _chunk(b"IDAT", isal_zlib.compress(rows, compress_level)),
-                     _chunk(b"IEND", b"")))
+    return b"".join((SIGNATURE, chunk(b"IHDR", header), chunk(b"IDAT", isal_zlib.compress(rows, compress_level)),
+                     chunk(b"IEND", b"")))
 
 
 def data_uri(png: bytes, mime: str = "image/png") -> str:

@@ -16,7 +16,8 @@ from PIL import Image, PngImagePlugin
 from app.errors import BadRequest
 from app.inference import inputs
 from app.inference.inputs import open_image
-from app.inference.png_inflate import REWRAP_MAX_BYTES, SIGNATURE, filtered_size, rewrapped
+from app.inference.png_inflate import REWRAP_MAX_BYTES, filtered_size, rewrapped
+from app.png_chunks import SIGNATURE
 
 MAX_PIXELS = 10**8
 
