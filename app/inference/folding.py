@@ -18,32 +18,20 @@ the swap. The pairs are found by tracing the net with torch.fx; a net it cannot 
 from __future__ import annotations
 
 import copy
-import logging
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
-from torch import fx, nn
+from torch import nn
 
-logger = logging.getLogger(__name__)
+from app.inference.tracing import links
 
 
 def _pairs(net: nn.Module) -> list[tuple[str, str]]:
     """(conv path, batchnorm path) where the BatchNorm's only input is the conv's only use."""
-    graph = fx.symbolic_trace(net).graph
-    modules = dict(net.named_modules())
-    calls = Counter(node.target for node in graph.nodes if node.op == "call_module")
-    pairs = []
-    for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(modules.get(str(node.target)), nn.BatchNorm2d):
-            continue
-        source = node.args[0] if node.args else None
-        if (isinstance(source, fx.Node) and source.op == "call_module" and len(source.users) == 1
-                and isinstance(modules.get(str(source.target)), nn.Conv2d)
-                and calls[source.target] == 1 and calls[node.target] == 1):
-            pairs.append((str(source.target), str(node.target)))
-    return pairs
+    found, modules = links(net, "BatchNorm not folded")
+    return [(link.source, link.target) for link in found
+            if isinstance(modules[link.source], nn.Conv2d) and isinstance(modules[link.target], nn.BatchNorm2d)]
 
 
 def _foldable(conv: nn.Module, norm: nn.Module) -> bool:
@@ -109,13 +97,8 @@ class Unfolded(nn.Module):
 def fold_batchnorms(net: nn.Module) -> Unfolded:
     """Fold every eval-mode BatchNorm2d into the Conv2d before it, in place; the originals of the
     folded pairs are returned."""
-    try:
-        pairs = _pairs(net)
-    except Exception as exc:  # fx cannot trace it: it is served as it is
-        logger.info("BatchNorm not folded: the net cannot be traced (%s: %s)", type(exc).__name__, exc)
-        return Unfolded({})
     originals: dict[str, tuple[str, nn.Conv2d, nn.BatchNorm2d]] = {}
-    for conv_path, norm_path in pairs:
+    for conv_path, norm_path in _pairs(net):
         conv, norm = net.get_submodule(conv_path), net.get_submodule(norm_path)
         if not _foldable(conv, norm):
             continue

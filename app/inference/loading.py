@@ -23,7 +23,7 @@ from app.errors import CatalogError, InvalidInput
 from app.inference.catalog import ModelSpec
 from app.inference.facts import PROBE_ROWS, ModelFacts, probe
 from app.inference.frozen import frozen_scores, wanted
-from app.inference.served import Standardized, folded, memory_format_for, subpixel_gradients
+from app.inference.served import Standardized, folded, memory_format_for, relu_pools, subpixel_gradients
 
 logger = logging.getLogger(__name__)
 
@@ -226,6 +226,7 @@ def load_model(spec: ModelSpec, device: torch.device) -> LoadedModel:
         param.requires_grad_(False)
     output_kind = _infer_output_kind(spec, net)
     unfolded = folded(spec, net)
+    reordered = relu_pools(spec, net)  # traced before the sub-pixel convs, which fx would trace into
     subpixel_gradients(spec, net, device)
     layout = memory_format_for(spec, net, device)
     net = net.to(device=device, dtype=dtype).to(memory_format=layout)
@@ -233,7 +234,7 @@ def load_model(spec: ModelSpec, device: torch.device) -> LoadedModel:
     if spec.compile:
         net = torch.compile(net)  # type: ignore[assignment]
     mean, std = _normalisation(spec)
-    module = Standardized(net, mean, std, dtype, layout, unfolded).to(device)
+    module = Standardized(net, mean, std, dtype, layout, unfolded, reordered).to(device)
     width = _check_widths(spec, module, device)
     facts = _facts(spec, module, device)
     _warm_up(spec, module, device)
@@ -251,7 +252,8 @@ def _frozen(spec: ModelSpec, module: Standardized) -> torch.jit.ScriptModule | N
     probe_rows = typical_input(spec, batch=2).to(module.mean.device)
     with torch.inference_mode():
         expected = module(probe_rows)
-    return frozen_scores(spec, module.net, module.mean, module.std, module.dtype, probe_rows, expected)
+    with module.as_built():  # each ReLU right after its conv, where the graph fuses them
+        return frozen_scores(spec, module.net, module.mean, module.std, module.dtype, probe_rows, expected)
 
 
 def _facts(spec: ModelSpec, module: Standardized, device: torch.device) -> ModelFacts:

@@ -15,6 +15,7 @@ from app.errors import CatalogError
 from app.inference.catalog import ModelSpec
 from app.inference.facts import NET_PREFIX
 from app.inference.folding import Unfolded, fold_batchnorms
+from app.inference.reordering import Reordered, reorder_relu_pools
 from app.inference.subpixel import rewrite_strided_convs
 
 logger = logging.getLogger(__name__)
@@ -54,11 +55,14 @@ class Standardized(nn.Module):
     What is attributed (x, and its gradient) stays contiguous."""
 
     def __init__(self, net: nn.Module, mean: torch.Tensor, std: torch.Tensor, dtype: torch.dtype,
-                 memory_format: torch.memory_format = torch.contiguous_format, unfolded: Unfolded | None = None):
+                 memory_format: torch.memory_format = torch.contiguous_format, unfolded: Unfolded | None = None,
+                 reordered: Reordered | None = None):
         super().__init__()
         self.net = net
         self.unfolded = unfolded if unfolded is not None else Unfolded({})
         """The convs folded with their BatchNorm at load, as they were (app/inference/folding.py)."""
+        self.reordered = reordered if reordered is not None else Reordered({})
+        """The ReLUs moved after their max-pools at load, as they were (app/inference/reordering.py)."""
         self.mean: torch.Tensor
         self.std: torch.Tensor
         self.register_buffer("mean", mean)
@@ -80,9 +84,18 @@ class Standardized(nn.Module):
     @contextmanager
     def layer(self, path: str) -> Iterator[nn.Module]:
         """For a layer method's batch: the module at `path` (relative to this module: `net.layer4`),
-        a folded conv swapped back to its original, with its BatchNorm, meanwhile."""
-        with self.unfolded.swapped(self.net, path.removeprefix(NET_PREFIX)):
+        a folded conv swapped back to its original, with its BatchNorm, and a moved ReLU whose move
+        changes that module's output put back before its max-pool, meanwhile."""
+        in_net = path.removeprefix(NET_PREFIX)
+        with self.unfolded.swapped(self.net, in_net), self.reordered.restored(self.net, in_net):
             yield self.get_submodule(path)
+
+    @contextmanager
+    def as_built(self) -> Iterator[None]:
+        """Every moved ReLU back before its max-pool meanwhile: the non-linear modules as the net
+        defines them, for methods whose rules are per module (DeepLift)."""
+        with self.reordered.restored(self.net):
+            yield
 
     def train(self, mode: bool = True) -> Standardized:
         # Exported programs refuse train()/eval(); the served module is always in eval mode.
@@ -119,6 +132,17 @@ def folded(spec: ModelSpec, net: nn.Module) -> Unfolded:
         logger.info("model %s: %d BatchNorm layers folded into their convolutions", spec.name,
                     len(unfolded.norm_paths))
     return unfolded
+
+
+def relu_pools(spec: ModelSpec, net: nn.Module) -> Reordered:
+    """Each ReLU that only feeds a max-pool moved after it (the same bits, fewer values); exported
+    programs and TorchScript archives are served as they are."""
+    if spec.format not in REWRITTEN_FORMATS:
+        return Reordered({})
+    reordered = reorder_relu_pools(net)
+    if reordered.pool_paths:
+        logger.info("model %s: ReLU after the max-pool for %s", spec.name, ", ".join(reordered.pool_paths))
+    return reordered
 
 
 def subpixel_gradients(spec: ModelSpec, net: nn.Module, device: torch.device) -> list[str]:

@@ -48,11 +48,12 @@ def _deeplift(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor,
     baseline = baseline_for(forward.model, x, prm.baseline)
     step = max(1, max_rows // 2)  # each forward carries inputs and baselines
     parts = []
-    for i in range(0, x.shape[0], step):
-        checkpoint()
-        rows = slice(i, i + step)
-        parts.append(deeplift.attribute(grad_leaf(x[rows]), baselines=baseline_rows(baseline, rows),
-                                        additional_forward_args=(targets[rows],)))
+    with forward.module.as_built():  # its rules are per non-linear module, as the net defines them
+        for i in range(0, x.shape[0], step):
+            checkpoint()
+            rows = slice(i, i + step)
+            parts.append(deeplift.attribute(grad_leaf(x[rows]), baselines=baseline_rows(baseline, rows),
+                                            additional_forward_args=(targets[rows],)))
     attr = torch.cat(parts)
     # Captum computes the delta with its hooks removed: the served function's F(x) - F(baseline).
     return attr, forward.delta(attr, x, baseline, targets, max_rows)
@@ -100,7 +101,8 @@ def _deeplift_shap(forward: TargetScalar, x: torch.Tensor, targets: torch.Tensor
             deltas.append(delta)
         return torch.cat(attrs).mean(dim=0, keepdim=True), torch.cat(deltas).mean().reshape(1)
 
-    return per_row(run, prm.seed, x, targets, prm.runs)
+    with forward.module.as_built():  # its rules are per non-linear module, as the net defines them
+        return per_row(run, prm.seed, x, targets, prm.runs)
 
 
 DEEPLIFT_SHAP = Method("deeplift_shap", _BOTH, DeepLiftShapParams, _deeplift_shap,

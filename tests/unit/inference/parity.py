@@ -255,19 +255,25 @@ def reference(model: LoadedModel, method: str, prm: Any, x: torch.Tensor,
         return Lime(f).attribute(x, baselines=baseline(model, x, prm.baseline), target=t, feature_mask=mask,
                                  n_samples=prm.n_samples), None
     if method in ("deeplift", "deeplift_shap"):
-        m, t = module_for(model, target)
-        base = baseline(model, x, prm.baseline).expand_as(x)
-        if method == "deeplift":
-            attr, delta = DeepLift(m).attribute(x.requires_grad_(), baselines=base, target=t,
-                                                return_convergence_delta=True)
-            return attr.detach(), delta.detach().reshape(-1)
-        # references: the baseline plus noise of `stdevs` normalisation stds, drawn first from the seed
-        noise = torch.randn((prm.n_baselines, *x.shape[1:]), dtype=x.dtype)
-        drawn = base + prm.stdevs * model.module.std * noise
-        attr, delta = DeepLiftShap(m).attribute(x.requires_grad_(), baselines=drawn, target=t,
-                                                return_convergence_delta=True)
-        return attr.detach(), delta.detach().mean().reshape(1)
+        with model.module.as_built():  # its rules are per non-linear module: the net's own (reordering.py)
+            return _deeplift_reference(model, method, prm, x, target)
     raise AssertionError(f"no reference for {method}")
+
+
+def _deeplift_reference(model: LoadedModel, method: str, prm: Any, x: torch.Tensor,
+                        target: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    m, t = module_for(model, target)
+    base = baseline(model, x, prm.baseline).expand_as(x)
+    if method == "deeplift":
+        attr, delta = DeepLift(m).attribute(x.requires_grad_(), baselines=base, target=t,
+                                            return_convergence_delta=True)
+        return attr.detach(), delta.detach().reshape(-1)
+    # references: the baseline plus noise of `stdevs` normalisation stds, drawn first from the seed
+    noise = torch.randn((prm.n_baselines, *x.shape[1:]), dtype=x.dtype)
+    drawn = base + prm.stdevs * model.module.std * noise
+    attr, delta = DeepLiftShap(m).attribute(x.requires_grad_(), baselines=drawn, target=t,
+                                            return_convergence_delta=True)
+    return attr.detach(), delta.detach().mean().reshape(1)
 
 
 def close(actual: np.ndarray, expected: torch.Tensor, what: str, scale: float | None = None) -> None:

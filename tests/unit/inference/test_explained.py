@@ -103,8 +103,9 @@ def _captum(model: LoadedModel, method: str, x: torch.Tensor, base: torch.Tensor
     if method == "integrated_gradients":
         return IntegratedGradients(TargetScalar(model)).attribute(  # type: ignore[no-any-return]
             x, baselines=base, additional_forward_args=(target,), n_steps=steps, return_convergence_delta=True)
-    return DeepLift(TargetScalar(model)).attribute(  # type: ignore[no-any-return]
-        x.requires_grad_(), baselines=base, additional_forward_args=(target,), return_convergence_delta=True)
+    with model.module.as_built():  # DeepLift's rules are per module: the net's own (app/inference/reordering.py)
+        return DeepLift(TargetScalar(model)).attribute(  # type: ignore[no-any-return]
+            x.requires_grad_(), baselines=base, additional_forward_args=(target,), return_convergence_delta=True)
 
 
 @pytest.mark.parametrize("method", ["integrated_gradients", "deeplift"])
