@@ -21,7 +21,7 @@ from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Sal
 from app.errors import CatalogError
 from app.inference.catalog import ModelSpec, load_catalog
 from app.inference.loading import LoadedModel, load_model
-from app.inference.served import _channels_last, _standardized_rows, memory_format_for
+from app.inference.served import _channels_last, _Laid, _standardized_rows, _StandardizedLaidOut, memory_format_for
 from models.shapes import generate
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -119,6 +119,30 @@ def test_channels_last_inputs_are_standardised_in_their_layout_to_the_same_bits(
     (via_plain,) = torch.autograd.grad(plain, x, upstream)
     (via_rows,) = torch.autograd.grad(rows, x, upstream)
     assert torch.equal(via_plain, via_rows)
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 8, 8), (5, 3, 17, 11), (2, 4, 1, 6), (3, 3, 1, 1)])
+@pytest.mark.parametrize("upstream_layout", [torch.contiguous_format, torch.channels_last])
+def test_contiguous_inputs_are_standardised_into_channels_last_to_the_same_bits(
+        shape: tuple[int, ...], upstream_layout: torch.memory_format) -> None:
+    """`_StandardizedLaidOut` (integrated gradients' path into a channels-last net) gives the plain
+    expression's numbers in channels-last, leaves its input alone, and passes back the gradient
+    that autograd makes of the plain expression laid out by `_Laid`: contiguous, the same bits."""
+    rng = torch.Generator().manual_seed(sum(shape) + 7)
+    x = torch.rand(shape, generator=rng).requires_grad_()
+    before = x.detach().clone()
+    mean = torch.rand(1, shape[1], 1, 1, generator=rng)
+    std = torch.rand(1, shape[1], 1, 1, generator=rng) + 0.1
+    plain = _Laid.apply((x - mean) / std, torch.channels_last)
+    fused = _StandardizedLaidOut.apply(x, mean, std)
+    assert torch.equal(fused, plain)
+    assert fused.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(x.detach(), before)
+    upstream = torch.rand(shape, generator=rng).contiguous(memory_format=upstream_layout)
+    (via_plain,) = torch.autograd.grad(plain, x, upstream)
+    (via_fused,) = torch.autograd.grad(fused, x, upstream)
+    assert torch.equal(via_plain, via_fused)
+    assert via_fused.is_contiguous()
 
 
 def test_a_channels_last_batch_meets_the_net_in_its_own_layout(served: LoadedModel) -> None:
