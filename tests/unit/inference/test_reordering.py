@@ -70,6 +70,41 @@ def test_the_move_keeps_outputs_and_gradients_bit_for_bit(pool: dict[str, object
     _same_function(convolved.eval(), torch.randn(4, 3, 13, 13), seed=2)
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("size", [(8, 8), (6, 10), (7, 8), (8, 9)])
+def test_the_pool_without_gradients_gives_the_pools_values(monkeypatch: pytest.MonkeyPatch,
+                                                           layout: torch.memory_format, size: tuple[int, int]) -> None:
+    """Where nothing records a gradient, a 2 x 2 pool over an even map is two element-wise maxima:
+    the values of relu(max_pool2d(x)) exactly, ties, zeros, NaN and infinities included, in the
+    input's layout; odd maps take the pool's own kernel."""
+    torch.manual_seed(3)
+    x = torch.randint(-3, 4, (2, 5, *size)).float()
+    x[0, 0, 0, 0], x[0, 1, 1, 1], x[1, 2, 2, 3], x[1, 3, 0, 1] = float("nan"), float("inf"), float("-inf"), -0.0
+    x = x.contiguous(memory_format=layout)
+    expected = torch.relu(nn.functional.max_pool2d(x, 2))
+    pool = MaxPool2dReLU.after(nn.MaxPool2d(2))
+    even = size[0] % 2 == 0 and size[1] % 2 == 0
+    called = []
+    native = nn.functional.max_pool2d
+    monkeypatch.setattr(nn.functional, "max_pool2d", lambda *a, **k: called.append(1) or native(*a, **k))
+    for wanted_grad in (False, True):
+        called.clear()
+        with torch.no_grad():  # a tensor that requires a gradient, but none is recorded
+            out = pool(x.clone().requires_grad_(wanted_grad))
+        assert torch.equal(out.isnan(), expected.isnan())
+        assert torch.equal(out.nan_to_num(), expected.nan_to_num())
+        assert out.is_contiguous(memory_format=layout)
+        assert called == ([] if even else [1])
+    called.clear()
+    recorded = pool(x.clone().requires_grad_())  # with a gradient: the pool's kernel, for its indices
+    assert called == [1] and recorded.requires_grad
+    for other in (nn.MaxPool2d(3, stride=2, padding=1), nn.MaxPool2d(2, stride=1), nn.MaxPool2d(2, padding=1)):
+        called.clear()
+        with torch.no_grad():
+            MaxPool2dReLU.after(other)(x)
+        assert called == [1]
+
+
 def test_a_resnet_moves_its_stem_and_keeps_every_path() -> None:
     torch.manual_seed(1)
     net = torchvision.models.resnet18(num_classes=10).eval()
