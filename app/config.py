@@ -69,7 +69,8 @@ class Settings(BaseSettings):
     malloc_retain: bool = True
     """glibc keeps freed blocks of up to 32 MiB for reuse instead of returning them to the kernel
     at once, so a batch's tensors do not fault their pages in again (app/runtime/heap.py);
-    resident memory stays near its peak, and work over 64 MiB is still followed by a trim."""
+    resident memory stays near its peak, and work over 64 MiB is still followed by a trim. The host
+    work processes keep theirs up to 64 MiB."""
     host_nice: int = Field(0, ge=0, le=19)
     """How much lower the host work processes' priority is than the service's (Unix niceness):
     above 0, when the cores are contended, the event loop and the model workers run first (at the

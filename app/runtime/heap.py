@@ -73,6 +73,18 @@ def retain_freed() -> bool:
     return done
 
 
+def retain_freed_up_to(top_bytes: int = LARGE_BYTES) -> bool:
+    """For a process of one thread (a host work process): blocks of up to 32 MiB from the heap,
+    whose free top is returned to the system only past `top_bytes`; False where the C library is
+    not glibc or refused. glibc's defaults there (an mmap threshold that rises with the blocks
+    freed, a trim threshold twice it) returned and faulted in again the same few hundred
+    kilobytes every few requests (up to 25 page faults a request, bench/results/history.md); a
+    burst of large images still leaves at most `top_bytes` free behind."""
+    if _MALLOPT is None:
+        return False
+    return bool(_MALLOPT(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(_MALLOPT(_M_TRIM_THRESHOLD, top_bytes))
+
+
 def trim() -> bool:
     """Return free heap memory to the system; False where the C library cannot."""
     if _MALLOC_TRIM is None:

@@ -46,7 +46,7 @@ class HostPool:
         self.workers = settings.host_workers or os.cpu_count() or 2
         self.mode = resolved_mode(settings)
         self._threads = ThreadPoolExecutor(self.workers, thread_name_prefix="host")
-        self.processes = (ProcessPool(self.workers, JOB_MODULES, settings.host_nice)
+        self.processes = (ProcessPool(self.workers, JOB_MODULES, settings.host_nice, settings.malloc_retain)
                           if self.mode == "process" else None)
         self._closed = False
 

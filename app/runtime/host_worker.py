@@ -3,8 +3,9 @@
 Started by app/runtime/processes.py as a fresh interpreter (`python -c`, the parent's sys.path
 given on the command line), so it holds nothing of its parent (no threads, no torch) and imports
 only this module, then whatever its jobs need. It runs at the niceness its parent gives it
-(HOST_NICE). It ignores SIGINT and SIGTERM: the service drains first and then closes the socket,
-which ends it (as does the parent's death).
+(HOST_NICE), and with MALLOC_RETAIN keeps freed heap memory for its next jobs, up to a bound.
+It ignores SIGINT and SIGTERM: the service drains first and then closes the socket, which ends
+it (as does the parent's death).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import traceback
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
+
+from app.runtime.heap import retain_freed_up_to
 
 
 def prepare(modules: Sequence[str]) -> int:
@@ -48,7 +51,9 @@ def serve(conn: Connection) -> None:
                        traceback.format_exc()))
 
 
-def main(fd: int, nice: int = 0) -> None:
+def main(fd: int, nice: int = 0, retain_heap: bool = False) -> None:
+    if retain_heap:
+        retain_freed_up_to()
     if nice:
         os.nice(nice)
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -45,9 +45,9 @@ ATTEMPTS = 2
 PIPELINE = 4
 """Most jobs sent to one worker ahead of its replies."""
 _BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv[2]); "
-         "from app.runtime.host_worker import main; main(int(sys.argv[1]), int(sys.argv[3]))")
+         "from app.runtime.host_worker import main; main(int(sys.argv[1]), int(sys.argv[3]), sys.argv[4] == '1')")
 """A worker's command line: this process's import path, then the worker's loop on its socket
-(at its niceness)."""
+(at its niceness, its heap's freed memory kept or not)."""
 
 
 def _reap(process: subprocess.Popen[bytes], wait_s: float) -> int:
@@ -89,10 +89,12 @@ class ProcessPool:
     """`size` worker processes, each importing `modules` before its first job, `nice` levels
     below this process's priority."""
 
-    def __init__(self, size: int, modules: Sequence[str], nice: int = 0):
+    def __init__(self, size: int, modules: Sequence[str], nice: int = 0, retain_heap: bool = False):
         self.size = size
         self.modules = list(modules)
         self.nice = nice
+        self.retain_heap = retain_heap
+        """Workers keep freed heap memory for reuse (app/runtime/heap.py `retain_freed_up_to`)."""
         self._workers: list[_Worker] = []
         self._ready: list[_Worker] = []
         """Workers that have imported the job modules: the ones jobs go to."""
@@ -114,8 +116,9 @@ class ProcessPool:
             return
         ours, theirs = socket.socketpair()
         try:
-            process = subprocess.Popen([sys.executable, "-c", _BOOT, str(theirs.fileno()), json.dumps(sys.path),
-                                        str(self.nice)], pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+            argv = [sys.executable, "-c", _BOOT, str(theirs.fileno()), json.dumps(sys.path), str(self.nice),
+                    "1" if self.retain_heap else "0"]
+            process = subprocess.Popen(argv, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
         except BaseException:
             ours.close()
             raise

@@ -44,3 +44,21 @@ def hold(folder: str, value: object) -> object:
 
 def niceness() -> int:
     return os.nice(0)
+
+
+def refault_pages(blocks: int = 160, block_bytes: int = 100 << 10) -> int:
+    """Page faults of writing `blocks` heap blocks (below glibc's first mmap threshold, 128 KiB)
+    after the same blocks were written and freed once: none where freed memory is kept, about a
+    page per 4 KiB where the heap's free top was returned to the system in between."""
+    import resource
+
+    def write_and_free() -> None:
+        held = [bytearray(block_bytes) for _ in range(blocks)]
+        for block in held:
+            block[::4096] = b"\x01" * len(block[::4096])
+        del held
+
+    write_and_free()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    write_and_free()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
