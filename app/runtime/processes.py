@@ -44,6 +44,12 @@ ATTEMPTS = 2
 """A job whose worker died is tried this many times in all."""
 PIPELINE = 4
 """Most jobs sent to one worker ahead of its replies."""
+SOCKET_BUFFER_BYTES = 2 << 20
+"""Each end's send buffer (SO_SNDBUF, which the kernel doubles and caps at net.core.wmem_max):
+PIPELINE render jobs of a 128 x 128 image (113 kB each) overflowed the default 208 KiB, so the
+event loop's writes stopped half-way (EAGAIN) and finished from a writer callback, with a read
+more in the worker: about 0.8 system calls a request more; a shapes GradCAM request took 3-13%
+more CPU in eight of eleven pairs (6-12% less in the other three; bench/results/history.md)."""
 _BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv[2]); "
          "from app.runtime.host_worker import main; main(int(sys.argv[1]), int(sys.argv[3]), sys.argv[4] == '1')")
 """A worker's command line: this process's import path, then the worker's loop on its socket
@@ -115,6 +121,8 @@ class ProcessPool:
         if self._closed:
             return
         ours, theirs = socket.socketpair()
+        for end in (ours, theirs):
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
         try:
             argv = [sys.executable, "-c", _BOOT, str(theirs.fileno()), json.dumps(sys.path), str(self.nice),
                     "1" if self.retain_heap else "0"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -15,7 +16,7 @@ import pytest
 
 from app.errors import InternalError, InvalidInput, NotReady
 from app.runtime.host import JOB_MODULES, HostPool
-from app.runtime.processes import ProcessPool
+from app.runtime.processes import PIPELINE, SOCKET_BUFFER_BYTES, ProcessPool
 from tests.conftest import make_settings
 from tests.unit.runtime import host_jobs
 
@@ -87,6 +88,19 @@ def test_workers_keep_freed_heap_memory_when_asked() -> None:
     assert asyncio.run(body(False)) > 1000
     assert HostPool(make_settings()).processes.retain_heap  # type: ignore[union-attr]  # the default
     assert not HostPool(make_settings(malloc_retain=False)).processes.retain_heap  # type: ignore[union-attr]
+
+
+def test_the_sockets_hold_a_pipeline_of_large_jobs() -> None:
+    """Each end's send buffer is SOCKET_BUFFER_BYTES (doubled by the kernel, capped by
+    net.core.wmem_max): PIPELINE jobs of a picture's data are written at once, and come back."""
+    cap = int(Path("/proc/sys/net/core/wmem_max").read_text())
+
+    async def test(pool: ProcessPool) -> None:
+        sock = pool._workers[0].writer.get_extra_info("socket")
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 2 * min(SOCKET_BUFFER_BYTES, cap)
+        payloads = [bytes([i]) * 150_000 for i in range(2 * PIPELINE)]
+        assert await asyncio.gather(*(pool.run(host_jobs.echo, p) for p in payloads)) == payloads
+    with_pool(test, size=1)
 
 
 def test_errors_come_back_as_raised() -> None:
