@@ -32,6 +32,8 @@ from torch import fx, nn
 
 from app.inference.tracing import links
 
+_is_scripting = torch.jit.is_scripting  # type: ignore[attr-defined]  # torch.jit does not list it in __all__
+
 
 def _pair(value: int | tuple[int, ...]) -> tuple[int, ...]:
     return value if isinstance(value, tuple) else (value, value)
@@ -48,9 +50,12 @@ class MaxPool2dReLU(nn.MaxPool2d):
     backward needs those indices."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._pairwise(x) and not (torch.is_grad_enabled() and x.requires_grad):
-            rows = torch.maximum(x[..., 0::2, :], x[..., 1::2, :])
-            return torch.maximum(rows[..., 0::2], rows[..., 1::2]).clamp_min_(0)  # clamp_min is relu
+        # Two ifs: TorchScript skips a branch on `not is_scripting()` only as a whole condition, so
+        # a scripted graph of the served net (a frozen one) compiles the pool's kernel alone.
+        if not _is_scripting():  # noqa: SIM102
+            if self._pairwise(x) and not (torch.is_grad_enabled() and x.requires_grad):
+                rows = torch.maximum(x[..., 0::2, :], x[..., 1::2, :])
+                return torch.maximum(rows[..., 0::2], rows[..., 1::2]).clamp_min_(0)  # clamp_min is relu
         return F.relu(F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
                                    ceil_mode=self.ceil_mode))
 

@@ -103,6 +103,10 @@ def test_the_pool_without_gradients_gives_the_pools_values(monkeypatch: pytest.M
         with torch.no_grad():
             MaxPool2dReLU.after(other)(x)
         assert called == [1]
+    monkeypatch.undo()
+    scripted = torch.jit.script(pool)  # a frozen graph of the served net: the pool's kernel alone
+    with torch.no_grad():
+        assert torch.equal(scripted(x).nan_to_num(), expected.nan_to_num())
 
 
 def test_a_resnet_moves_its_stem_and_keeps_every_path() -> None:
