@@ -30,9 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from app.inference.tracing import links
-
-_is_scripting = torch.jit.is_scripting  # type: ignore[attr-defined]  # torch.jit does not list it in __all__
+from app.inference.tracing import is_scripting, links
 
 
 def _pair(value: int | tuple[int, ...]) -> tuple[int, ...]:
@@ -52,7 +50,7 @@ class MaxPool2dReLU(nn.MaxPool2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Two ifs: TorchScript skips a branch on `not is_scripting()` only as a whole condition, so
         # a scripted graph of the served net (a frozen one) compiles the pool's kernel alone.
-        if not _is_scripting():  # noqa: SIM102
+        if not is_scripting():  # noqa: SIM102
             if self._pairwise(x) and not (torch.is_grad_enabled() and x.requires_grad):
                 rows = torch.maximum(x[..., 0::2, :], x[..., 1::2, :])
                 return torch.maximum(rows[..., 0::2], rows[..., 1::2]).clamp_min_(0)  # clamp_min is relu

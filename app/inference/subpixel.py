@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_is_scripting = torch.jit.is_scripting  # type: ignore[attr-defined]  # torch.jit does not list it in __all__
+from app.inference.tracing import is_scripting
 
 FEW_CHANNELS = 4
 """Convs with at most this many input channels are rewritten (measured: 3 channels 1.8-2.5x
@@ -132,7 +132,7 @@ class SubpixelGradConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Two ifs: TorchScript skips a branch on `not is_scripting()` only as a whole condition,
         # so a scripted (frozen) graph compiles the plain conv alone.
-        if not _is_scripting():  # noqa: SIM102
+        if not is_scripting():  # noqa: SIM102
             if self._subpixel_wanted(x):
                 out: torch.Tensor = _SubpixelInputGradient.apply(x, self)
                 return out

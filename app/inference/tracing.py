@@ -1,5 +1,6 @@
 """Module calls that feed one another, found by tracing a net with torch.fx: what the load-time
-rewrites (BatchNorm folding, ReLUs moved after max-pools) look for."""
+rewrites (BatchNorm folding, ReLUs moved after max-pools) look for; and TorchScript's check for
+the modules those rewrites put in a net that may be scripted later (a frozen graph)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,14 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 
+import torch
 from torch import fx, nn
 
 logger = logging.getLogger(__name__)
+
+is_scripting = torch.jit.is_scripting  # type: ignore[attr-defined]  # torch.jit does not list it in __all__
+"""True while TorchScript compiles: a rewritten module's eager-only branch goes under `if not
+is_scripting():` as a whole condition, which TorchScript then skips."""
 
 
 @dataclass(frozen=True)
