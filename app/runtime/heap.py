@@ -61,16 +61,22 @@ _MALLOC_TRIM = getattr(_LIBC, "malloc_trim", None)  # glibc's own: absent from m
 _MALLOPT = getattr(_LIBC, "mallopt", None)
 
 
+def _keep_blocks(trim_threshold: int, *more: tuple[int, int]) -> bool | None:
+    """Blocks of up to 32 MiB from the heap, its free top trimmed past `trim_threshold`, and the
+    `more` (parameter, value) pairs: whether glibc took them all; None without glibc's mallopt."""
+    if _MALLOPT is None:
+        return None
+    settings = ((_M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX), (_M_TRIM_THRESHOLD, trim_threshold), *more)
+    return all(bool(_MALLOPT(parameter, value)) for parameter, value in settings)
+
+
 def retain_freed() -> bool:
     """Keep freed blocks of up to 32 MiB for reuse, and the heaps of threads' arenas mapped
     (process-wide, from now on); False where the C library is not glibc or refused."""
-    if _MALLOPT is None:
-        return False
-    done = (bool(_MALLOPT(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(_MALLOPT(_M_TRIM_THRESHOLD, _NEVER_TRIM))
-            and bool(_MALLOPT(_M_TOP_PAD, THREAD_HEAP_BYTES)))
-    if not done:
+    done = _keep_blocks(_NEVER_TRIM, (_M_TOP_PAD, THREAD_HEAP_BYTES))
+    if done is False:
         logger.warning("glibc refused to keep freed memory: tensors' pages are faulted in on every batch")
-    return done
+    return bool(done)
 
 
 def retain_freed_up_to(top_bytes: int = LARGE_BYTES) -> bool:
@@ -80,9 +86,7 @@ def retain_freed_up_to(top_bytes: int = LARGE_BYTES) -> bool:
     freed, a trim threshold twice it) returned and faulted in again the same few hundred
     kilobytes every few requests (up to 25 page faults a request, bench/results/history.md); a
     burst of large images still leaves at most `top_bytes` free behind."""
-    if _MALLOPT is None:
-        return False
-    return bool(_MALLOPT(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(_MALLOPT(_M_TRIM_THRESHOLD, top_bytes))
+    return bool(_keep_blocks(top_bytes))
 
 
 def trim() -> bool:
