@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from app.runtime import heap
 
 _FAULTS = textwrap.dedent("""
@@ -76,15 +78,20 @@ def test_trim_runs_where_the_c_library_is_glibc() -> None:
     assert heap._MALLOPT is not None
 
 
-def test_only_large_work_is_followed_by_a_trim(monkeypatch: object) -> None:
+def test_only_large_work_is_followed_by_a_trim(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    monkeypatch.setattr(heap, "_MALLOC_TRIM", lambda pad: calls.append(pad) or 1)  # type: ignore[attr-defined]
+
+    def trim(pad: int) -> int:
+        calls.append(pad)
+        return 1
+
+    monkeypatch.setattr(heap, "_MALLOC_TRIM", trim)
     assert heap.trim_after(heap.LARGE_BYTES) is False and calls == []
     assert heap.trim_after(heap.LARGE_BYTES + 1) is True and calls == [0]
 
 
-def test_retaining_says_so_where_glibc_refuses(monkeypatch: object) -> None:
-    monkeypatch.setattr(heap, "_MALLOPT", lambda param, value: 0)  # type: ignore[attr-defined]
+def test_retaining_says_so_where_glibc_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(heap, "_MALLOPT", lambda param, value: 0)
     assert heap.retain_freed() is False
-    monkeypatch.setattr(heap, "_MALLOPT", None)  # type: ignore[attr-defined]
+    monkeypatch.setattr(heap, "_MALLOPT", None)
     assert heap.retain_freed() is False
