@@ -8,7 +8,7 @@ TS_STAMP := bench/.torchserve-venv/.installed-stamp
 APT_INSTALL = DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $(1) >/dev/null 2>&1 || \
 	{ $(SUDO) apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $(1) >/dev/null; }
 
-.PHONY: install system-packages serve test lint bench bench-torchserve bench-gpu wrk-debs train
+.PHONY: install system-packages serve test lint bench bench-torchserve bench-ab bench-gpu wrk-debs train
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -49,6 +49,11 @@ bench: install
 # Against TorchServe on resnet18 (about 20 minutes; not part of `make bench`): bench/results/torchserve.md
 bench-torchserve: install
 	$(PY) -m bench.torchserve
+
+# Two builds or settings of our service side by side (bench/ab.py), e.g. make bench-ab AB="--base HEAD~1"
+# or AB="--env-b HOST_WORKERS=1": bench/results/ab.md
+bench-ab: install
+	$(PY) -m bench.ab $(AB)
 
 # Debian's wrk packages, for bench/gpu.sh on a machine without network (bench/wrk-local.sh).
 wrk-debs:

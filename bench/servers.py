@@ -114,12 +114,16 @@ class Server:
         self._log.close()
 
 
-def start_ours(device: str, catalog: Path, service_env: dict[str, str], logdir: Path) -> Server:
-    """Our service (`python -m app`) on a free loopback port, not yet ready."""
+def start_ours(device: str, catalog: Path, service_env: dict[str, str], logdir: Path, *, name: str = "ours",
+               root: Path = ROOT) -> Server:
+    """Our service (`python -m app`) on a free loopback port, not yet ready; from the source tree
+    `root` (another commit's, bench/ab.py), which it runs in and imports from."""
     env = {**server_env(), "MODELS": str(catalog), "HOST": "127.0.0.1", "DEVICE": device, "LOG_LEVEL": "WARNING",
            **service_env}
+    if root != ROOT:
+        env["PYTHONPATH"] = os.pathsep.join((str(THREAD_NAMES), str(root)))
     env["PORT"] = str(free_port())
-    return Server("ours", [sys.executable, "-m", "app"], env, int(env["PORT"]), "/readyz", logdir)
+    return Server(name, [sys.executable, "-m", "app"], env, int(env["PORT"]), "/readyz", logdir, cwd=root)
 
 
 def start_servers(device: str, catalog: Path, models: Sequence[str], service_env: dict[str, str],
