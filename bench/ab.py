@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.catalogs import subset_catalog
-from bench.cells import Client, measure
+from bench.cells import Client, run_cell
 from bench.common import RESULTS, ROOT, log
-from bench.scenarios import SCENARIOS, make_bodies
+from bench.scenarios import SCENARIOS, Scenario, make_bodies
 from bench.servers import Server, start_ours
 
 __all__ = ["Window", "export_commit", "paired_summary", "run_ab"]
@@ -77,9 +77,9 @@ def export_commit(ref: str, folder: Path) -> str:
     return commit
 
 
-def _window(server: Server, url: str, bodies: list[bytes], concurrency: int, seconds: float) -> Window:
-    cell = measure(server, url, bodies, concurrency=concurrency, duration=seconds, max_requests=1_000_000,
-                   drain=30.0, client=Client("wrk"))
+def _window(server: Server, scenario: Scenario, bodies: list[bytes], concurrency: int, seconds: float) -> Window:
+    cell = run_cell(server, scenario, bodies, concurrency, seconds, max_requests=1_000_000, drain=30.0,
+                    client=Client("wrk"))
     cpu = cell["server_cpu"]
     return Window(cpu["ms_per_request"], cpu["groups_ms_per_request"]["event loop"], cell["throughput_rps"],
                   sum(cell["errors"].values()) + cell["unfinished"])
@@ -101,13 +101,12 @@ def run_ab(*, base: str | None, scenario: str, concurrency: int, rounds: int, se
         try:
             for server in servers:
                 server.wait_ready(300)
-            url = f"/v1/models/{chosen.model}/explain"
             for server in servers:  # warm both (first requests pay for lazy set-up)
-                _window(server, server.url + url, bodies, concurrency, min(seconds, 2.0))
+                _window(server, chosen, bodies, concurrency, min(seconds, 2.0))
             windows: dict[str, list[Window]] = {"a": [], "b": []}
             for i in range(rounds):
                 for server in servers if i % 2 == 0 else servers[::-1]:
-                    windows[server.name].append(_window(server, server.url + url, bodies, concurrency, seconds))
+                    windows[server.name].append(_window(server, chosen, bodies, concurrency, seconds))
                 wa, wb = windows["a"][-1], windows["b"][-1]
                 log(f"round {i + 1}/{rounds}: A {wa.cpu_ms:.3f} ms, B {wb.cpu_ms:.3f} ms a request "
                     f"(B/A {wb.cpu_ms / wa.cpu_ms:.3f})")
