@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import pickle
 import signal
 import traceback
 from collections.abc import Sequence
@@ -28,27 +29,40 @@ def prepare(modules: Sequence[str]) -> int:
     return os.getpid()
 
 
+def _run(fn: Any, args: tuple[Any, ...]) -> tuple[bool, Any, str]:
+    try:
+        return (True, fn(*args), "")
+    except Exception as exc:
+        return (False, exc, traceback.format_exc())
+
+
+def _sendable(fn: Any, reply: tuple[bool, Any, str]) -> tuple[bool, Any, str]:
+    """`reply`, or an error in its place where its value or exception cannot be pickled."""
+    try:
+        pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+        return reply
+    except Exception as exc:
+        return (False, RuntimeError(f"{getattr(fn, '__name__', fn)}: unpicklable reply ({exc})"),
+                traceback.format_exc())
+
+
 def serve(conn: Connection) -> None:
-    """Run `(fn, args)` jobs and send back `(ok, value, traceback)` until EOF or a None job."""
+    """Run each frame's `(fn, args)` jobs in order and send back one list of `(ok, value,
+    traceback)` for it, until EOF or a None frame."""
     while True:
         try:
-            job = conn.recv()
+            frame: list[tuple[Any, tuple[Any, ...]]] | None = conn.recv()
         except (EOFError, OSError):
             return
-        if job is None:
+        if frame is None:
             return
-        fn, args = job
+        replies = [_run(fn, args) for fn, args in frame]
         try:
-            reply: tuple[bool, Any, str] = (True, fn(*args), "")
-        except Exception as exc:
-            reply = (False, exc, traceback.format_exc())
-        try:
-            conn.send(reply)
+            conn.send(replies)
         except (EOFError, OSError):
             return
-        except Exception as exc:  # the value or the exception cannot be pickled
-            conn.send((False, RuntimeError(f"{getattr(fn, '__name__', fn)}: unpicklable reply ({exc})"),
-                       traceback.format_exc()))
+        except Exception:  # a value or an exception cannot be pickled: only those replies replaced
+            conn.send([_sendable(fn, reply) for (fn, _), reply in zip(frame, replies, strict=True)])
 
 
 def main(fd: int, nice: int = 0, retain_heap: bool = False) -> None:

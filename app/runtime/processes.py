@@ -5,12 +5,16 @@ queue feeder that pickles it, a manager that unpickles its result), each taking 
 lock that the event loop and the device workers need; on a 2-core host that machinery cost 0.8
 ms of CPU per request of two jobs (bench/results/history.md). Here each worker process has a
 socket to this one; the event loop writes jobs to the workers and reads results as they arrive
-(asyncio streams: nothing blocks). A worker holds up to PIPELINE jobs, so that under load it
-finds its next job already there, and its reply finds the event loop awake: on a virtual
-machine a write that wakes a sleeping process costs 0.1-0.2 ms. A job goes to the worker with
-the fewest in hand, so an idle worker takes it at once. The wire format is
-`multiprocessing.connection`'s (a 4-byte length, then the pickle), so a worker
-(app/runtime/host_worker.py) simply loops on `Connection.recv` and `send`.
+(asyncio streams: nothing blocks). Jobs travel in frames of one or more (up to FRAME_JOBS of those
+queued when a worker has room), which the worker runs in order and answers with one reply: under
+load a crossing's fixed costs (system calls, wake-ups, pickles and callbacks each way) are paid
+once for several jobs, and a job that finds a worker with room goes at once, alone. A worker
+holds up to FRAMES_IN_FLIGHT frames, so that under load it finds its next frame already there,
+and its reply finds the event loop awake: on a virtual machine a write that wakes a sleeping
+process costs 0.1-0.2 ms. A frame goes to the worker with the fewest jobs in hand, so an idle
+worker takes it at once. The wire format is `multiprocessing.connection`'s (a 4-byte length, then
+the pickle of a list of `(fn, args)`), so a worker (app/runtime/host_worker.py) simply loops on
+`Connection.recv` and `send`.
 
 Workers are fresh interpreters (`subprocess`, never a fork of this process, whose threads and
 torch state a fork would copy half-way; nor multiprocessing's spawn, which re-imports the
@@ -36,17 +40,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.errors import InternalError, NotReady, ServiceError
+from app.runtime import frames
+from app.runtime.frames import Job
 from app.runtime.host_worker import prepare
 
 logger = logging.getLogger(__name__)
 
 ATTEMPTS = 2
 """A job whose worker died is tried this many times in all."""
-PIPELINE = 4
-"""Most jobs sent to one worker ahead of its replies."""
+FRAME_JOBS = 16
+"""Most jobs in one frame. Up to 16 against one each: 0.948 of the CPU per shapes GradCAM request at 64
+concurrent (paired median of 24 rounds), against up to 4: 0.971 (bench/results/history.md)."""
+FRAMES_IN_FLIGHT = 2
+"""Most frames sent to one worker ahead of its replies."""
+PIPELINE = FRAME_JOBS * FRAMES_IN_FLIGHT
+"""Most jobs one worker holds."""
 SOCKET_BUFFER_BYTES = 2 << 20
 """Each end's send buffer (SO_SNDBUF, which the kernel doubles and caps at net.core.wmem_max):
-PIPELINE render jobs of a 128 x 128 image (113 kB each) overflowed the default 208 KiB, so the
+four render jobs of a 128 x 128 image (113 kB each) overflowed the default 208 KiB, so the
 event loop's writes stopped half-way (EAGAIN) and finished from a writer callback, with a read
 more in the worker: about 0.8 system calls a request more; a shapes GradCAM request took 3-13%
 more CPU in eight of eleven pairs (6-12% less in the other three; bench/results/history.md)."""
@@ -66,29 +77,22 @@ def _reap(process: subprocess.Popen[bytes], wait_s: float) -> int:
         return process.wait()
 
 
-def _frame(obj: object) -> bytes:
-    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    if len(payload) > 0x7FFFFFFF:
-        return struct.pack("!i", -1) + struct.pack("!Q", len(payload)) + payload
-    return struct.pack("!i", len(payload)) + payload
-
-
-@dataclass(eq=False)
-class _Job:
-    fn: Callable[..., Any]
-    args: tuple[Any, ...]
-    future: asyncio.Future[Any]
-    attempt: int = 1
-
-
 @dataclass(eq=False)
 class _Worker:
     process: subprocess.Popen[bytes]
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
-    jobs: deque[_Job] = field(default_factory=deque)
-    """Sent to it and not answered yet, oldest first (it answers in order)."""
+    frames: deque[list[Job]] = field(default_factory=deque)
+    """The frames sent to it and not answered yet, oldest first (it answers in order)."""
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def held(self) -> int:
+        """Jobs sent to it and not answered yet."""
+        return sum(len(frame) for frame in self.frames)
+
+    def jobs(self) -> list[Job]:  # in the order they were sent
+        return [job for frame in self.frames for job in frame]
 
 
 class ProcessPool:
@@ -104,7 +108,7 @@ class ProcessPool:
         self._workers: list[_Worker] = []
         self._ready: list[_Worker] = []
         """Workers that have imported the job modules: the ones jobs go to."""
-        self._jobs: deque[_Job] = deque()
+        self._jobs: deque[Job] = deque()
         self._closed = False
         self.restarts = 0
         """Workers started in place of one that died."""
@@ -141,9 +145,9 @@ class ProcessPool:
         worker = _Worker(process, reader, writer)
         worker.task = asyncio.create_task(self._read(worker), name=f"host-work-{process.pid}")
         self._workers.append(worker)
-        ready = _Job(prepare, (self.modules,), asyncio.get_running_loop().create_future())
-        worker.jobs.append(ready)
-        worker.writer.write(_frame((prepare, (self.modules,))))
+        ready = Job(prepare, (self.modules,), asyncio.get_running_loop().create_future())
+        worker.frames.append([ready])
+        worker.writer.write(frames.frame([(prepare, (self.modules,))]))
         await ready.future
         if worker in self._workers:  # not dead already (its first job then ran elsewhere)
             self._ready.append(worker)
@@ -152,27 +156,29 @@ class ProcessPool:
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._closed:
             raise NotReady("the service is shutting down", headers={"Retry-After": "5"})
-        job = _Job(fn, args, asyncio.get_running_loop().create_future())
+        job = Job(fn, args, asyncio.get_running_loop().create_future())
         self._jobs.append(job)
         self._dispatch()
         return await job.future
 
     def _dispatch(self) -> None:
-        while self._jobs and self._ready:
-            worker = min(self._ready, key=lambda w: len(w.jobs))
-            if len(worker.jobs) >= PIPELINE:
+        """Send queued jobs to workers with room: each a frame of its share of the queue (at most
+        FRAME_JOBS), the worker with the fewest jobs in hand first."""
+        while self._jobs:
+            open_ = [w for w in self._ready if len(w.frames) < FRAMES_IN_FLIGHT]
+            if not open_:
                 return
-            job = self._jobs.popleft()
-            if job.future.done():  # cancelled while queued
-                continue
-            try:
-                frame = _frame((job.fn, job.args))
-            except Exception as exc:
-                job.future.set_exception(InternalError(f"host work {getattr(job.fn, '__name__', job.fn)}: "
-                                                       f"its arguments cannot be sent ({exc})"))
-                continue
-            worker.jobs.append(job)
-            worker.writer.write(frame)
+            worker = min(open_, key=lambda w: w.held)
+            share = min(FRAME_JOBS, -(-len(self._jobs) // len(open_)))
+            jobs: list[Job] = []
+            while self._jobs and len(jobs) < share:
+                job = self._jobs.popleft()
+                if not job.future.done():  # not cancelled while queued
+                    jobs.append(job)
+            frame = frames.framed(jobs)
+            if frame is not None:
+                worker.frames.append(jobs)
+                worker.writer.write(frame)
 
     async def _read(self, worker: _Worker) -> None:
         try:
@@ -187,12 +193,16 @@ class ProcessPool:
                 await self._died(worker)
 
     def _finished(self, worker: _Worker, payload: bytes) -> None:
-        job = worker.jobs.popleft()
-        if not job.future.done():
-            try:
-                ok, value, remote = pickle.loads(payload)
-            except Exception as exc:
-                ok, value, remote = False, InternalError(f"host work reply unreadable ({exc})"), ""
+        jobs = worker.frames.popleft()
+        try:
+            replies = pickle.loads(payload)
+            if len(replies) != len(jobs):
+                raise ValueError(f"{len(replies)} replies to {len(jobs)} jobs")
+        except Exception as exc:
+            replies = [(False, InternalError(f"host work reply unreadable ({exc})"), "")] * len(jobs)
+        for job, (ok, value, remote) in zip(jobs, replies, strict=True):
+            if job.future.done():
+                continue
             if ok:
                 job.future.set_result(value)
             else:
@@ -210,7 +220,7 @@ class ProcessPool:
         worker.writer.close()
         code = await asyncio.to_thread(_reap, worker.process, 1.0)
         logger.warning("host work process %s died (exit code %s); starting another", worker.process.pid, code)
-        for job in reversed(worker.jobs):  # back at the head of the queue, in their order
+        for job in reversed(worker.jobs()):  # back at the head of the queue, in their order
             if job.future.done():
                 continue
             if job.attempt < ATTEMPTS:
@@ -220,7 +230,7 @@ class ProcessPool:
                 logger.error("host work %s: its process died on every attempt", getattr(job.fn, "__name__", job.fn))
                 job.future.set_exception(NotReady(
                     "a host work process died while working on this request", headers={"Retry-After": "1"}))
-        worker.jobs.clear()
+        worker.frames.clear()
         self.restarts += 1
         try:
             await self._spawn()
@@ -246,10 +256,10 @@ class ProcessPool:
         for worker in self._workers:
             if worker.task is not None:
                 worker.task.cancel()
-            for job in worker.jobs:
+            for job in worker.jobs():
                 if not job.future.done():
                     job.future.set_exception(NotReady("the service is shutting down", headers={"Retry-After": "5"}))
-            worker.writer.write(_frame(None))  # read after the jobs in hand
+            worker.writer.write(frames.frame(None))  # read after the jobs in hand
         deadline = time.monotonic() + wait_s
         for worker in self._workers:
             _reap(worker.process, max(0.0, deadline - time.monotonic()))

@@ -62,3 +62,8 @@ def refault_pages(blocks: int = 160, block_bytes: int = 100 << 10) -> int:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     write_and_free()
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+def unpicklable() -> object:
+    """A value that cannot be sent back (a lambda)."""
+    return lambda: None

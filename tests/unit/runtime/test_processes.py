@@ -15,8 +15,9 @@ from typing import TypeVar
 import pytest
 
 from app.errors import InternalError, InvalidInput, NotReady
+from app.runtime import frames
 from app.runtime.host import JOB_MODULES, HostPool
-from app.runtime.processes import PIPELINE, SOCKET_BUFFER_BYTES, ProcessPool
+from app.runtime.processes import FRAME_JOBS, FRAMES_IN_FLIGHT, PIPELINE, SOCKET_BUFFER_BYTES, ProcessPool
 from tests.conftest import make_settings
 from tests.unit.runtime import host_jobs
 
@@ -80,7 +81,7 @@ def test_workers_keep_freed_heap_memory_when_asked() -> None:
         pool = ProcessPool(1, MODULES, retain_heap=retain)
         await pool.start()
         try:
-            return await pool.run(host_jobs.refault_pages)
+            return int(await pool.run(host_jobs.refault_pages))
         finally:
             pool.close(5.0)
 
@@ -114,7 +115,60 @@ def test_errors_come_back_as_raised() -> None:
         with pytest.raises(InternalError, match="cannot be sent"):
             await pool.run(host_jobs.echo, lambda: None)
         assert await pool.run(host_jobs.echo, 7) == 7  # the pool goes on
+        # queued together behind two busy workers: the job that cannot be sent is answered here,
+        # its frame goes without it
+        together = await asyncio.gather(*(pool.run(host_jobs.echo, value)
+                                          for value in (1, 2, 3, 4, lambda: None, 6)), return_exceptions=True)
+        assert together[:4] + together[5:] == [1, 2, 3, 4, 6]
+        assert isinstance(together[4], InternalError) and "cannot be sent" in str(together[4])
     with_pool(test)
+
+
+def test_jobs_queued_behind_a_busy_worker_travel_together(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job that finds a worker with room goes alone, at once; jobs queued while the worker holds
+    FRAMES_IN_FLIGHT frames go FRAME_JOBS to a frame when it answers one, and each still gets its
+    own result, in the order asked."""
+    sizes: list[int] = []
+    framed = frames.frame
+
+    def recording(obj: object) -> bytes:
+        if isinstance(obj, list):
+            sizes.append(len(obj))
+        return framed(obj)
+
+    async def test(pool: ProcessPool) -> None:
+        sizes.clear()  # the start's own frame
+        held = asyncio.ensure_future(pool.run(host_jobs.hold, str(tmp_path), "held"))
+        queued = 2 * FRAME_JOBS + 1
+        behind = [asyncio.ensure_future(pool.run(host_jobs.echo, i)) for i in range(queued)]
+        await _until(lambda: any(tmp_path.glob("pid-*")))
+        assert sizes == [1] * FRAMES_IN_FLIGHT  # the held job, then the first behind it: each alone
+        (tmp_path / "go").touch()
+        assert await held == "held"
+        assert await asyncio.gather(*behind) == list(range(queued))
+        assert sizes == [1] * FRAMES_IN_FLIGHT + [FRAME_JOBS, FRAME_JOBS]  # the other 2 x FRAME_JOBS
+    monkeypatch.setattr(frames, "frame", recording)
+    with_pool(test, size=1)
+
+
+def test_each_job_of_a_frame_gets_its_own_answer(tmp_path: Path) -> None:
+    """Results, errors and a reply that cannot be pickled, side by side in one frame: each job
+    answered as if it had gone alone."""
+    async def test(pool: ProcessPool) -> None:
+        held = asyncio.ensure_future(pool.run(host_jobs.hold, str(tmp_path), "held"))
+        first = asyncio.ensure_future(pool.run(host_jobs.echo, "alone"))  # the second frame in flight
+        frame = [asyncio.ensure_future(pool.run(fn, *args)) for fn, args in (
+            (host_jobs.echo, (1,)), (host_jobs.crash, ()), (host_jobs.unpicklable, ()), (host_jobs.refuse, ()))]
+        await _until(lambda: any(tmp_path.glob("pid-*")))
+        (tmp_path / "go").touch()
+        assert [await held, await first] == ["held", "alone"]
+        done = await asyncio.gather(*frame, return_exceptions=True)
+        assert done[0] == 1
+        assert isinstance(done[1], ValueError) and str(done[1]) == "a bug in a job"
+        assert isinstance(done[2], RuntimeError) and "unpicklable: unpicklable reply" in str(done[2])
+        assert isinstance(done[3], InvalidInput) and done[3].detail == "instance 0: not an image"
+        assert await pool.run(host_jobs.echo, 7) == 7  # the worker goes on
+    with_pool(test, size=1)
 
 
 def test_a_killed_worker_costs_nothing_but_a_retry(tmp_path: Path) -> None:
