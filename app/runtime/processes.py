@@ -19,8 +19,8 @@ the pickle of a list of `(fn, args)`), so a worker (app/runtime/host_worker.py) 
 Workers are fresh interpreters (`subprocess`, never a fork of this process, whose threads and
 torch state a fork would copy half-way; nor multiprocessing's spawn, which re-imports the
 parent's `__main__`). A worker that dies (killed, out of memory, a crash in a decoder) costs
-only the jobs it held: retried once on another worker, then answered 503; a fresh worker takes
-its place.
+only the jobs it held: retried once, each alone on a worker holding nothing else, then answered
+503; a fresh worker takes its place.
 """
 
 from __future__ import annotations
@@ -90,6 +90,11 @@ class _Worker:
     def held(self) -> int:
         """Jobs sent to it and not answered yet."""
         return sum(len(frame) for frame in self.frames)
+
+    @property
+    def retrying(self) -> bool:
+        """It holds a dead worker's job (which always travels alone)."""
+        return any(len(frame) == 1 and frame[0].attempt > 1 for frame in self.frames)
 
     def jobs(self) -> list[Job]:  # in the order they were sent
         return [job for frame in self.frames for job in frame]
@@ -163,15 +168,22 @@ class ProcessPool:
 
     def _dispatch(self) -> None:
         """Send queued jobs to workers with room: each a frame of its share of the queue (at most
-        FRAME_JOBS), the worker with the fewest jobs in hand first."""
+        FRAME_JOBS), the worker with the fewest jobs in hand first. A dead worker's job goes alone
+        to a worker with nothing in hand, and nothing follows it there until it is answered: a job
+        that kills its worker takes no other job's last attempt with it."""
         while self._jobs:
-            open_ = [w for w in self._ready if len(w.frames) < FRAMES_IN_FLIGHT]
+            if self._jobs[0].future.done():  # cancelled while queued
+                self._jobs.popleft()
+                continue
+            retry = self._jobs[0].attempt > 1
+            open_ = [w for w in self._ready if not w.frames] if retry else \
+                [w for w in self._ready if len(w.frames) < FRAMES_IN_FLIGHT and not w.retrying]
             if not open_:
                 return
             worker = min(open_, key=lambda w: w.held)
-            share = min(FRAME_JOBS, -(-len(self._jobs) // len(open_)))
+            share = 1 if retry else min(FRAME_JOBS, -(-len(self._jobs) // len(open_)))
             jobs: list[Job] = []
-            while self._jobs and len(jobs) < share:
+            while self._jobs and len(jobs) < share and (retry or self._jobs[0].attempt == 1):
                 job = self._jobs.popleft()
                 if not job.future.done():  # not cancelled while queued
                     jobs.append(job)

@@ -240,3 +240,23 @@ def test_every_job_a_dead_worker_held_is_retried_in_order(tmp_path: Path) -> Non
         assert await held == "held"
         assert await asyncio.gather(*behind) == [0, 1, 2]
     with_pool(test, size=1)
+
+
+def test_a_job_that_kills_its_worker_takes_no_other_job_down_with_it(tmp_path: Path) -> None:
+    """Jobs that crossed in the same frame as one that kills its worker are retried, each alone
+    on a worker holding nothing else, so they get their answers; the killer gets its 503."""
+    async def test(pool: ProcessPool) -> None:
+        held = asyncio.ensure_future(pool.run(host_jobs.hold, str(tmp_path), "held"))
+        first = asyncio.ensure_future(pool.run(host_jobs.echo, "first"))  # the second frame in flight
+        frame = [asyncio.ensure_future(pool.run(host_jobs.echo, i)) for i in range(3)]
+        killer = asyncio.ensure_future(pool.run(host_jobs.die))
+        frame += [asyncio.ensure_future(pool.run(host_jobs.echo, i)) for i in range(3, 6)]
+        await _until(lambda: any(tmp_path.glob("pid-*")))
+        (tmp_path / "go").touch()
+        assert [await held, await first] == ["held", "first"]
+        assert await asyncio.gather(*frame) == list(range(6))
+        with pytest.raises(NotReady, match="host work process died"):
+            await killer
+        assert pool.restarts == 2  # the frame's worker, then the killer's alone
+        assert await pool.run(host_jobs.echo, 7) == 7
+    with_pool(test, size=1)
