@@ -5,10 +5,10 @@ queue feeder that pickles it, a manager that unpickles its result), each taking 
 lock that the event loop and the device workers need; on a 2-core host that machinery cost 0.8
 ms of CPU per request of two jobs (bench/results/history.md). Here each worker process has a
 socket to this one; the event loop writes jobs to the workers and reads results as they arrive
-(asyncio streams: nothing blocks). Jobs travel in frames of one or more (up to FRAME_JOBS of those
-queued when a worker has room), which the worker runs in order and answers with one reply: under
-load a crossing's fixed costs (system calls, wake-ups, pickles and callbacks each way) are paid
-once for several jobs, and a job that finds a worker with room goes at once, alone. A worker
+(asyncio streams: nothing blocks). Jobs travel in frames of one or more (up to FRAME_JOBS: those
+asked for in one iteration of the event loop, sent at its end, or queued when a worker has room),
+which the worker runs in order and answers with one reply: under load a crossing's fixed costs
+(system calls, wake-ups, pickles and callbacks each way) are paid once for several jobs. A worker
 holds up to FRAMES_IN_FLIGHT frames, so that under load it finds its next frame already there,
 and its reply finds the event loop awake: on a virtual machine a write that wakes a sleeping
 process costs 0.1-0.2 ms. A frame goes to the worker with the fewest jobs in hand, so an idle
@@ -115,6 +115,7 @@ class ProcessPool:
         """Workers that have imported the job modules: the ones jobs go to."""
         self._jobs: deque[Job] = deque()
         self._closed = False
+        self._dispatching = False
         self.restarts = 0
         """Workers started in place of one that died."""
 
@@ -161,10 +162,17 @@ class ProcessPool:
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._closed:
             raise NotReady("the service is shutting down", headers={"Retry-After": "5"})
-        job = Job(fn, args, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        job = Job(fn, args, loop.create_future())
         self._jobs.append(job)
-        self._dispatch()
+        if not self._dispatching:  # at the end of this iteration of the loop, with the jobs asked for in it
+            self._dispatching = True
+            loop.call_soon(self._dispatch_asked)
         return await job.future
+
+    def _dispatch_asked(self) -> None:
+        self._dispatching = False
+        self._dispatch()
 
     def _dispatch(self) -> None:
         """Send queued jobs to workers with room: each a frame of its share of the queue (at most

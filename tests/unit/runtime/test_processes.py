@@ -115,7 +115,7 @@ def test_errors_come_back_as_raised() -> None:
         with pytest.raises(InternalError, match="cannot be sent"):
             await pool.run(host_jobs.echo, lambda: None)
         assert await pool.run(host_jobs.echo, 7) == 7  # the pool goes on
-        # queued together behind two busy workers: the job that cannot be sent is answered here,
+        # asked for together, so framed together: the job that cannot be sent is answered here,
         # its frame goes without it
         together = await asyncio.gather(*(pool.run(host_jobs.echo, value)
                                           for value in (1, 2, 3, 4, lambda: None, 6)), return_exceptions=True)
@@ -124,10 +124,10 @@ def test_errors_come_back_as_raised() -> None:
     with_pool(test)
 
 
-def test_jobs_queued_behind_a_busy_worker_travel_together(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A job that finds a worker with room goes alone, at once; jobs queued while the worker holds
-    FRAMES_IN_FLIGHT frames go FRAME_JOBS to a frame when it answers one, and each still gets its
-    own result, in the order asked."""
+def test_jobs_asked_for_together_or_queued_travel_together(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Jobs asked for in one iteration of the event loop cross in one frame (up to FRAME_JOBS);
+    those queued while the worker holds FRAMES_IN_FLIGHT frames go FRAME_JOBS to a frame when it
+    answers one; each still gets its own result, in the order asked."""
     sizes: list[int] = []
     framed = frames.frame
 
@@ -139,35 +139,33 @@ def test_jobs_queued_behind_a_busy_worker_travel_together(tmp_path: Path, monkey
     async def test(pool: ProcessPool) -> None:
         sizes.clear()  # the start's own frame
         held = asyncio.ensure_future(pool.run(host_jobs.hold, str(tmp_path), "held"))
-        queued = 2 * FRAME_JOBS + 1
-        behind = [asyncio.ensure_future(pool.run(host_jobs.echo, i)) for i in range(queued)]
         await _until(lambda: any(tmp_path.glob("pid-*")))
-        assert sizes == [1] * FRAMES_IN_FLIGHT  # the held job, then the first behind it: each alone
+        assert sizes == [1]
+        asked = 2 * FRAME_JOBS + 1
+        together = asyncio.gather(*(pool.run(host_jobs.echo, i) for i in range(asked)))
+        await _until(lambda: len(sizes) == FRAMES_IN_FLIGHT)
+        assert sizes == [1, FRAME_JOBS]  # the second frame the worker may hold; the rest queued
         (tmp_path / "go").touch()
         assert await held == "held"
-        assert await asyncio.gather(*behind) == list(range(queued))
-        assert sizes == [1] * FRAMES_IN_FLIGHT + [FRAME_JOBS, FRAME_JOBS]  # the other 2 x FRAME_JOBS
+        assert await together == list(range(asked))
+        assert sizes == [1, FRAME_JOBS, FRAME_JOBS, 1]
     monkeypatch.setattr(frames, "frame", recording)
     with_pool(test, size=1)
 
 
-def test_each_job_of_a_frame_gets_its_own_answer(tmp_path: Path) -> None:
+def test_each_job_of_a_frame_gets_its_own_answer() -> None:
     """Results, errors and a reply that cannot be pickled, side by side in one frame: each job
     answered as if it had gone alone."""
     async def test(pool: ProcessPool) -> None:
-        held = asyncio.ensure_future(pool.run(host_jobs.hold, str(tmp_path), "held"))
-        first = asyncio.ensure_future(pool.run(host_jobs.echo, "alone"))  # the second frame in flight
-        frame = [asyncio.ensure_future(pool.run(fn, *args)) for fn, args in (
-            (host_jobs.echo, (1,)), (host_jobs.crash, ()), (host_jobs.unpicklable, ()), (host_jobs.refuse, ()))]
-        await _until(lambda: any(tmp_path.glob("pid-*")))
-        (tmp_path / "go").touch()
-        assert [await held, await first] == ["held", "alone"]
-        done = await asyncio.gather(*frame, return_exceptions=True)
+        done = await asyncio.gather(*(pool.run(fn, *args) for fn, args in (
+            (host_jobs.echo, (1,)), (host_jobs.crash, ()), (host_jobs.unpicklable, ()), (host_jobs.refuse, ()),
+            (host_jobs.pid, ()))), return_exceptions=True)
         assert done[0] == 1
         assert isinstance(done[1], ValueError) and str(done[1]) == "a bug in a job"
         assert isinstance(done[2], RuntimeError) and "unpicklable: unpicklable reply" in str(done[2])
         assert isinstance(done[3], InvalidInput) and done[3].detail == "instance 0: not an image"
-        assert await pool.run(host_jobs.echo, 7) == 7  # the worker goes on
+        assert done[4] == pool.pids[0]  # one worker: all in one frame, and it goes on
+        assert await pool.run(host_jobs.echo, 7) == 7
     with_pool(test, size=1)
 
 
@@ -247,13 +245,12 @@ def test_a_job_that_kills_its_worker_takes_no_other_job_down_with_it(tmp_path: P
     on a worker holding nothing else, so they get their answers; the killer gets its 503."""
     async def test(pool: ProcessPool) -> None:
         held = asyncio.ensure_future(pool.run(host_jobs.hold, str(tmp_path), "held"))
-        first = asyncio.ensure_future(pool.run(host_jobs.echo, "first"))  # the second frame in flight
-        frame = [asyncio.ensure_future(pool.run(host_jobs.echo, i)) for i in range(3)]
+        await _until(lambda: any(tmp_path.glob("pid-*")))
+        frame = [asyncio.ensure_future(pool.run(host_jobs.echo, i)) for i in range(3)]  # asked together
         killer = asyncio.ensure_future(pool.run(host_jobs.die))
         frame += [asyncio.ensure_future(pool.run(host_jobs.echo, i)) for i in range(3, 6)]
-        await _until(lambda: any(tmp_path.glob("pid-*")))
         (tmp_path / "go").touch()
-        assert [await held, await first] == ["held", "first"]
+        assert await held == "held"
         assert await asyncio.gather(*frame) == list(range(6))
         with pytest.raises(NotReady, match="host work process died"):
             await killer
