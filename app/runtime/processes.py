@@ -53,8 +53,6 @@ FRAME_JOBS = 16
 concurrent (paired median of 24 rounds), against up to 4: 0.971 (bench/results/history.md)."""
 FRAMES_IN_FLIGHT = 2
 """Most frames sent to one worker ahead of its replies."""
-PIPELINE = FRAME_JOBS * FRAMES_IN_FLIGHT
-"""Most jobs one worker holds."""
 SOCKET_BUFFER_BYTES = 2 << 20
 """Each end's send buffer (SO_SNDBUF, which the kernel doubles and caps at net.core.wmem_max):
 four render jobs of a 128 x 128 image (113 kB each) overflowed the default 208 KiB, so the
@@ -153,7 +151,7 @@ class ProcessPool:
         self._workers.append(worker)
         ready = Job(prepare, (self.modules,), asyncio.get_running_loop().create_future())
         worker.frames.append([ready])
-        worker.writer.write(frames.frame([(prepare, (self.modules,))]))
+        worker.writer.write(frames.frame([(ready.fn, ready.args)]))
         await ready.future
         if worker in self._workers:  # not dead already (its first job then ran elsewhere)
             self._ready.append(worker)

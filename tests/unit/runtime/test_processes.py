@@ -17,7 +17,7 @@ import pytest
 from app.errors import InternalError, InvalidInput, NotReady
 from app.runtime import frames
 from app.runtime.host import JOB_MODULES, HostPool
-from app.runtime.processes import FRAME_JOBS, FRAMES_IN_FLIGHT, PIPELINE, SOCKET_BUFFER_BYTES, ProcessPool
+from app.runtime.processes import FRAME_JOBS, FRAMES_IN_FLIGHT, SOCKET_BUFFER_BYTES, ProcessPool
 from tests.conftest import make_settings
 from tests.unit.runtime import host_jobs
 
@@ -93,13 +93,14 @@ def test_workers_keep_freed_heap_memory_when_asked() -> None:
 
 def test_the_sockets_hold_a_pipeline_of_large_jobs() -> None:
     """Each end's send buffer is SOCKET_BUFFER_BYTES (doubled by the kernel, capped by
-    net.core.wmem_max): PIPELINE jobs of a picture's data are written at once, and come back."""
+    net.core.wmem_max): twice the frames a worker holds, each job a picture's data, are written and
+    come back."""
     cap = int(Path("/proc/sys/net/core/wmem_max").read_text())
 
     async def test(pool: ProcessPool) -> None:
         sock = pool._workers[0].writer.get_extra_info("socket")
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 2 * min(SOCKET_BUFFER_BYTES, cap)
-        payloads = [bytes([i]) * 150_000 for i in range(2 * PIPELINE)]
+        payloads = [bytes([i]) * 150_000 for i in range(2 * FRAME_JOBS * FRAMES_IN_FLIGHT)]
         assert await asyncio.gather(*(pool.run(host_jobs.echo, p) for p in payloads)) == payloads
     with_pool(test, size=1)
 
