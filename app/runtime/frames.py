@@ -1,6 +1,7 @@
 """How host work jobs cross to a worker process: a frame is one or more `(fn, args)` pickled as
 one list, after its length as `multiprocessing.connection` writes it (app/runtime/host_worker.py
-reads it with `Connection.recv` and answers with one list of `(ok, value, traceback)`)."""
+reads it with `Connection.recv` and answers with one list of `(ok, value, traceback)`, which
+`read_frame` reads back)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,15 @@ def frame(obj: object) -> bytes:
     if len(payload) > 0x7FFFFFFF:
         return struct.pack("!i", -1) + struct.pack("!Q", len(payload)) + payload
     return struct.pack("!i", len(payload)) + payload
+
+
+async def read_frame(reader: asyncio.StreamReader) -> bytes:
+    """The payload of the next frame on `reader`, as `frame` (or a worker's `Connection.send`)
+    writes it."""
+    (size,) = struct.unpack("!i", await reader.readexactly(4))
+    if size == -1:
+        (size,) = struct.unpack("!Q", await reader.readexactly(8))
+    return await reader.readexactly(size)
 
 
 def _unsendable(job: Job) -> Exception | None:

@@ -30,7 +30,6 @@ import json
 import logging
 import pickle
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -201,11 +200,7 @@ class ProcessPool:
     async def _read(self, worker: _Worker) -> None:
         try:
             while True:
-                (size,) = struct.unpack("!i", await worker.reader.readexactly(4))
-                if size == -1:
-                    (size,) = struct.unpack("!Q", await worker.reader.readexactly(8))
-                payload = await worker.reader.readexactly(size)
-                self._finished(worker, payload)
+                self._finished(worker, await frames.read_frame(worker.reader))
         except (asyncio.IncompleteReadError, ConnectionError):
             if not self._closed:
                 await self._died(worker)
