@@ -93,8 +93,8 @@ def test_workers_keep_freed_heap_memory_when_asked() -> None:
 
 def test_the_sockets_hold_a_pipeline_of_large_jobs() -> None:
     """Each end's send buffer is SOCKET_BUFFER_BYTES (doubled by the kernel, capped by
-    net.core.wmem_max): twice the frames a worker holds, each job a picture's data, are written and
-    come back."""
+    net.core.wmem_max): twice the jobs a worker holds (FRAMES_IN_FLIGHT frames of FRAME_JOBS), each
+    a picture's data, are written and come back."""
     cap = int(Path("/proc/sys/net/core/wmem_max").read_text())
 
     async def test(pool: ProcessPool) -> None:
